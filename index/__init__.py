@@ -1,0 +1,1 @@
+"""Annoy descriptor index with segments, tombstones and an atomic manifest."""

@@ -1,0 +1,1 @@
+"""Geometric verification: Numba RANSAC over point correspondences."""
