@@ -53,7 +53,7 @@ class AttentionHead:
     def save(self, path: str) -> None:
         import io
 
-        from tools.common import atomic_write_bytes
+        from .atomic import atomic_write_bytes
 
         buf = io.BytesIO()
         np.savez(buf, **{k: getattr(self, k) for k in _KEYS})

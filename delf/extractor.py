@@ -132,9 +132,11 @@ class Extractor:
                     f"receptive-field geometry gives a {len(ys)}x{len(xs)} map for a {lh}x{lw} input, "
                     f"the network gave {fh}x{fw}"
                 )
-            # Level pixel centres -> original pixel centres (both at integer coordinates).
-            gx = (xs + 0.5) * (w0 / lw) - 0.5
-            gy = (ys + 0.5) * (h0 / lh) - 0.5
+            # Level pixel centres -> original pixel centres (both at integer
+            # coordinates). Border cells can look slightly outside the photo;
+            # a keypoint is kept on it.
+            gx = np.clip((xs + 0.5) * (w0 / lw) - 0.5, 0, w0 - 1)
+            gy = np.clip((ys + 0.5) * (h0 / lh) - 0.5, 0, h0 - 1)
             keep = np.arange(fh * fw)
             if conf.abs_threshold is not None:
                 keep = keep[s[keep] >= conf.abs_threshold]

@@ -69,7 +69,7 @@ class PCA:
         return buf.getvalue()
 
     def save(self, path: str) -> None:
-        from tools.common import atomic_write_bytes  # noqa: PLC0415 - shared atomic writer
+        from .atomic import atomic_write_bytes
 
         atomic_write_bytes(path, self.to_bytes())
 

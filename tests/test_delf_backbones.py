@@ -50,14 +50,39 @@ def test_resnet50_geometry_predicts_feature_map_size():
     np.testing.assert_allclose(xs[:3], [0, 16, 32])  # DELF's ResNet centres: 16 i (rf 291, padding 145)
 
 
+def test_lite0_centre_offset_is_the_effective_receptive_field(small_extractor):
+    """The shipped offset equals the centroid of the input gradient of a cell
+    (its effective receptive field) minus the geometric centre."""
+    import tensorflow as tf
+
+    from delf.receptive import feature_grid
+
+    bb = small_extractor.backbone
+    rng = np.random.default_rng(5)
+    offsets = []
+    for h, w in [(256, 320), (257, 321), (250, 330), (300, 301)]:
+        img = tf.Variable(rng.uniform(30, 225, (1, h, w, 3)).astype(np.float32))
+        with tf.GradientTape() as tape:
+            f = bb.model(bb.preprocess(img), training=False)
+            iy, ix = f.shape[1] // 2, f.shape[2] // 2
+            out = tf.reduce_sum(tf.square(f[0, iy - 1:iy + 2, ix - 1:ix + 2]))
+        g = np.abs(tape.gradient(out, img).numpy()[0]).sum(axis=2)
+        xs, ys = feature_grid(h, w, bb.geometry)
+        offsets.append(((g.sum(0) * np.arange(w)).sum() / g.sum() - xs[ix],
+                        (g.sum(1) * np.arange(h)).sum() / g.sum() - ys[iy]))
+    assert np.abs(np.mean(offsets, axis=0) - bb.centre_offset).max() < 1.5, offsets
+
+
 def test_lite0_geometry_by_hand():
     # 64 px: every stride-2 'same' layer sees an even size and pads (k - 2) // 2
     # before, i.e. 0 for 3x3 and 1 for 5x5; the four stride-2 layers (stem 3x3,
     # block 1 3x3, block 3 5x5, block 5 3x3) shift the centre by 1 + 2 + 4 + 8.
-    xs, ys = lite0.Lite0Backbone.grid(lite0.Lite0Backbone, 64, 64)
+    from delf.receptive import feature_grid
+
+    xs, ys = feature_grid(64, 64, lite0.Lite0Backbone.geometry)
     np.testing.assert_array_equal(xs, [15, 31, 47, 63])
     # 65 px: sizes 65, 33, 17, 9 are odd, padding is symmetric, no shift.
-    xs, _ = lite0.Lite0Backbone.grid(lite0.Lite0Backbone, 65, 65)
+    xs, _ = feature_grid(65, 65, lite0.Lite0Backbone.geometry)
     np.testing.assert_array_equal(xs, [0, 16, 32, 48, 64])
 
 

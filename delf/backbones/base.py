@@ -15,6 +15,9 @@ class Backbone:
     stride: int = 16
     # The path from the input to the feature map, for receptive-field centres.
     geometry: tuple[Layer, ...] = ()
+    # Where a cell actually looks, relative to its geometric receptive-field
+    # centre, in input pixels (x and y): trained weights need not be centred.
+    centre_offset: float = 0.0
 
     def __init__(self):
         # TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) is noise to users.
@@ -42,8 +45,10 @@ class Backbone:
         return self._forward(x)[0].numpy()
 
     def grid(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """Receptive-field centres (xs per column, ys per row) for an input of this size."""
-        return feature_grid(height, width, self.geometry)
+        """Keypoint positions (xs per column, ys per row) for an input of this
+        size: receptive-field centres plus the backbone's centre offset."""
+        xs, ys = feature_grid(height, width, self.geometry)
+        return xs + self.centre_offset, ys + self.centre_offset
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return output_size(height, width, self.geometry)
