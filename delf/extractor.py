@@ -7,6 +7,7 @@ image, PCA. Backbones stay pure (image in, feature map out).
 
 from __future__ import annotations
 
+import copy
 import os
 
 import cv2
@@ -77,6 +78,13 @@ class Extractor:
                 )
             if conf.pca_dim > self.pca.max_dim:
                 raise ValueError(f"{self.pca_path}: has {self.pca.max_dim} components, pca_dim={conf.pca_dim}")
+
+    def with_pyramid(self, scales=None, max_image_size=None) -> "Extractor":
+        """A copy that shares the loaded network, head and PCA but uses another pyramid."""
+        changes = {k: v for k, v in (("scales", scales), ("max_image_size", max_image_size)) if v is not None}
+        other = copy.copy(self)
+        other.conf = self.conf.replace(**changes)
+        return other
 
     @property
     def descriptor_dim(self) -> int:

@@ -28,7 +28,9 @@ OUTPUTS = ("boxes", "features", "scales", "scores")
 
 class SavedModelExtractor:
     def __init__(self, conf: ExtractorConf):
-        import tensorflow as tf
+        from .tfimport import import_tensorflow
+
+        tf = import_tensorflow()
 
         self.conf = conf
         path = conf.weights

@@ -59,3 +59,16 @@ def test_bench_homography_and_extract(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["photos"] == 2 and 0 < res["backbone_seconds_per_image"] <= res["seconds_per_image"]
     assert np.isclose(res["overhead_fraction"], 1 - res["backbone_seconds_per_image"] / res["seconds_per_image"])
+
+
+def test_demo_runs_on_the_bundled_photos(tmp_path, capsys):
+    import re
+
+    import cv2
+
+    assert main(["demo", "--out", str(tmp_path), *SMALL]) == 0
+    text = capsys.readouterr().out
+    inliers = int(re.search(r"inliers: (\d+)", text).group(1))
+    assert inliers >= 20, text  # two overlapping views of one street
+    picture = cv2.imread(str(tmp_path / "match.png"))
+    assert picture is not None and picture.shape[1] > 2 * 320

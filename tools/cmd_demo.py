@@ -18,7 +18,7 @@ def sample_photos() -> list[str]:
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run the engine on the bundled sample photos",
-                       description="Extracts features of two bundled photos of Lund cathedral, matches them, "
+                       description="Extracts features of two bundled photos taken in Lund, matches them, "
                                    "verifies the matches geometrically and draws the inliers.")
     p.add_argument("--out", default="out/demo", help="folder for the pictures (default: %(default)s)")
     add_conf_args(p)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ..receptive import Layer, feature_grid, output_size
@@ -20,9 +18,9 @@ class Backbone:
     centre_offset: float = 0.0
 
     def __init__(self):
-        # TensorFlow's C++ start-up chatter (CUDA probing, CPU flags) is noise to users.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
+        from ..tfimport import import_tensorflow
+
+        tf = import_tensorflow()
 
         self._tf = tf
         self.model = self.build()
