@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "tools.cmd_extract",
     "tools.cmd_pca",
     "tools.cmd_demo",
+    "tools.cmd_index",
     "tools.bench",
 ]
 
@@ -25,6 +26,7 @@ COMMAND_MODULES = [
 BENCH_MODULES = [
     "tools.bench_homography",
     "tools.bench_extract",
+    "tools.bench_index",
 ]
 
 

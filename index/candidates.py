@@ -1,0 +1,71 @@
+"""What a search hands to verification: plain arrays, no index objects.
+
+``verify/`` consumes this without importing ``index``: every field is a NumPy
+array (or a list of names), so the same data can come from a file or another
+process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Candidates:
+    """Top-N database photos for one query, ranked by votes, with their
+    putative correspondences.
+
+    Per candidate photo (M rows, best first):
+      names        list of M photo names (as in the features file)
+      photo_ids    int64 (M,)  the index's photo ids
+      votes        int32 (M,)  query keypoints whose k nearest neighbours hit the photo
+      scores       float32 (M,) sum of those matches' cosine similarities (breaks vote ties)
+      image_sizes  int32 (M, 2) (width, height) of each database photo
+      offsets      int64 (M+1,) candidate i owns correspondence rows offsets[i]:offsets[i+1]
+
+    Per putative correspondence (C rows, grouped by candidate, then by query keypoint;
+    at most one per query keypoint and photo: its nearest keypoint there):
+      candidate    int32 (C,)  row of the candidate photo above
+      query_idx    int32 (C,)  keypoint index in the query's Features
+      db_idx       int32 (C,)  keypoint index in the database photo's Features
+      distances    float32 (C,) Euclidean distance of the unit descriptors (= Annoy's angular)
+      query_xy     float32 (C, 2) (x, y) of the query keypoint, query pixels
+      db_xy        float32 (C, 2) (x, y) of the database keypoint, that photo's pixels
+    """
+
+    names: list
+    photo_ids: np.ndarray
+    votes: np.ndarray
+    scores: np.ndarray
+    image_sizes: np.ndarray
+    offsets: np.ndarray
+    candidate: np.ndarray
+    query_idx: np.ndarray
+    db_idx: np.ndarray
+    distances: np.ndarray
+    query_xy: np.ndarray
+    db_xy: np.ndarray
+    n_query: int = 0  # query descriptors searched
+    generation: int = -1  # the index state (manifest generation) that answered
+    mode: str = ""  # "annoy", "exact" or "mixed" (per segment)
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.photo_ids)
+
+    def correspondences(self, i: int) -> dict:
+        """The putative correspondences of candidate ``i`` as aligned arrays."""
+        s = slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+        return {
+            "query_idx": self.query_idx[s],
+            "db_idx": self.db_idx[s],
+            "distances": self.distances[s],
+            "query_xy": self.query_xy[s],
+            "db_xy": self.db_xy[s],
+        }
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self.names[i], self.correspondences(i)

@@ -1,0 +1,428 @@
+"""Reading an index: k nearest neighbours across segments, votes, candidates."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from delf.conf import describe_mismatch
+
+from . import store
+from .candidates import Candidates
+from .store import IndexFileError
+
+log = logging.getLogger("index")
+
+MODES = ("auto", "annoy", "exact")
+
+
+@dataclass(frozen=True)
+class SearchConf:
+    """How a query is searched; nothing here is stored in the index."""
+
+    k: int = 10  # nearest database descriptors per query descriptor
+    # Annoy nodes inspected per query descriptor and segment (Annoy's search_k).
+    # Annoy's own default (n_trees * k) finds the true nearest neighbour for
+    # only 12-40 % of 40-D local descriptors; see README for the measurements.
+    search_k: int = 20000
+    top_n: int = 100  # candidate photos returned
+    # "auto": exact for segments below exact_below live descriptors, Annoy above.
+    mode: str = "auto"
+    exact_below: int = 50000
+    threads: int = 0  # 0: one per core
+    max_distance: float | None = None  # drop neighbours farther than this (unit-vector distance)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name in ("k", "search_k", "top_n"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.exact_below) < 0 or int(self.threads) < 0:
+            raise ValueError("exact_below and threads must be >= 0")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SearchConf":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown search conf keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "SearchConf":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def n_threads(self) -> int:
+        return int(self.threads) or (os.cpu_count() or 1)
+
+
+# Query rows per task: small enough to balance threads, large enough that the
+# exact mode's matrix products stay efficient.
+_ANNOY_BLOCK = 64
+_EXACT_BLOCK = 256
+_EXACT_CHUNK = 32768
+
+
+class _Snapshot:
+    """One complete state of the index: a manifest and its opened segments."""
+
+    def __init__(self, manifest: dict, segments: list, stamp):
+        self.manifest = manifest
+        self.generation = manifest["generation"]
+        self.stamp = stamp
+        self.segments = segments
+        self.offsets = np.cumsum([0] + [s.n for s in segments]).astype(np.int64)
+        n_ids = int(manifest["next_photo_id"])
+        self.dead = np.zeros(n_ids + 1, bool)
+        tomb = np.asarray(manifest["tombstones"], np.int64)
+        self.dead[tomb[(tomb >= 0) & (tomb < n_ids)]] = True
+        self.dead_rows = []
+        self.live = []
+        for s in segments:
+            if len(tomb):
+                rows = self.dead[np.asarray(s.arrays["desc_photo"])]
+                self.dead_rows.append(rows if rows.any() else None)
+            else:
+                self.dead_rows.append(None)
+            self.live.append(s.n - (int(self.dead_rows[-1].sum()) if self.dead_rows[-1] is not None else 0))
+        ids = np.concatenate([np.asarray(s.arrays["photo_ids"], np.int64) for s in segments]) \
+            if segments else np.zeros(0, np.int64)
+        self.photo_order = np.argsort(ids, kind="stable")
+        self.photo_sorted = ids[self.photo_order]
+        self.photo_names = [n for s in segments for n in s.names]
+        self.photo_sizes = np.concatenate([np.asarray(s.arrays["photo_sizes"]) for s in segments]) \
+            if segments else np.zeros((0, 2), np.int32)
+        self.photo_counts = np.concatenate([np.asarray(s.arrays["photo_counts"]) for s in segments]) \
+            if segments else np.zeros(0, np.int32)
+        self.photo_dead = self.dead[ids] if len(ids) else np.zeros(0, bool)
+
+    @property
+    def n_descriptors(self) -> int:
+        return int(sum(self.live))
+
+    def photo_rows(self, photo_ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.photo_sorted, photo_ids)
+        return self.photo_order[pos]
+
+    def gather(self, key: str, rows: np.ndarray) -> np.ndarray:
+        """Sidecar values for global descriptor rows (segment offset + row)."""
+        seg_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        first = self.segments[0].arrays[key] if self.segments else np.zeros(0, np.float32)
+        out = np.empty((len(rows),) + first.shape[1:], first.dtype)
+        for s in np.unique(seg_of):
+            m = seg_of == s
+            out[m] = self.segments[s].arrays[key][rows[m] - self.offsets[s]]
+        return out
+
+
+class Index:
+    """A read-only view of an index directory; any number may be open at once.
+
+    Every search works on one complete state (manifest generation). Before each
+    search the manifest is checked (one stat call) and, when a writer has
+    committed since, the new state is loaded; segments already open are reused
+    because segments never change once written.
+    """
+
+    def __init__(self, path: str | os.PathLike, check: str = "size", auto_refresh: bool = True):
+        if check not in ("size", "full"):
+            raise ValueError(f"check must be 'size' or 'full', got {check!r}")
+        self.path = os.fspath(path)
+        self.check = check
+        self.auto_refresh = auto_refresh
+        self._segments: dict[str, store.Segment] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._snap = self._load()
+
+    # ------------------------------------------------------------ state
+
+    def _load(self) -> _Snapshot:
+        last_exc = None
+        # A compaction may delete the segments of the manifest just read; the
+        # next read then names the new ones.
+        for _ in range(20):
+            stamp = store.manifest_stamp(self.path)
+            manifest = store.read_manifest(self.path)
+            try:
+                segs = []
+                for entry in manifest["segments"]:
+                    seg = self._segments.get(entry["name"])
+                    if seg is None:
+                        seg = store.Segment(self.path, entry, manifest["dim"], check=self.check)
+                    segs.append(seg)
+            except IndexFileError as exc:
+                last_exc = exc
+                if store.manifest_stamp(self.path) != stamp:
+                    continue
+                raise
+            self._segments = {s.name: s for s in segs}
+            return _Snapshot(manifest, segs, stamp)
+        raise last_exc
+
+    def refresh(self) -> bool:
+        """Loads the latest committed state if it changed; returns whether it did.
+        A damaged new state is reported and the last good one kept."""
+        with self._lock:
+            if store.manifest_stamp(self.path) == self._snap.stamp:
+                return False
+            try:
+                self._snap = self._load()
+            except (IndexFileError, FileNotFoundError) as exc:
+                log.warning("%s: keeping index state %d: %s", self.path, self._snap.generation, exc)
+                return False
+            return True
+
+    def snapshot(self) -> _Snapshot:
+        if self.auto_refresh:
+            self.refresh()
+        return self._snap
+
+    @property
+    def generation(self) -> int:
+        return self._snap.generation
+
+    @property
+    def dim(self) -> int:
+        return int(self._snap.manifest["dim"])
+
+    @property
+    def extractor_conf(self) -> dict:
+        return self._snap.manifest["extractor_conf"]
+
+    @property
+    def n_descriptors(self) -> int:
+        return self._snap.n_descriptors
+
+    def photos(self) -> list[str]:
+        """Names of the photos a search can return, in photo-id order."""
+        snap = self.snapshot()
+        return [snap.photo_names[i] for i in snap.photo_order if not snap.photo_dead[i]]
+
+    def __len__(self) -> int:
+        return len(self.photos())
+
+    def check_query_conf(self, query_conf) -> None:
+        """Refuses a query extracted with another conf, naming what differs."""
+        if query_conf is None:
+            return
+        if hasattr(query_conf, "to_dict"):
+            query_conf = query_conf.to_dict()
+        diff = describe_mismatch(self.extractor_conf, dict(query_conf))
+        if diff:
+            raise ValueError(
+                f"the query was extracted with a different extractor conf than the index {self.path} ({diff}); "
+                f"extract it with the index's conf"
+            )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _executor(self, n: int) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None or self._pool_size != n:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._pool = ThreadPoolExecutor(n, thread_name_prefix="index-search")
+                self._pool_size = n
+            return self._pool
+
+    # ------------------------------------------------------------ search
+
+    def knn(self, descriptors: np.ndarray, conf: SearchConf | None = None, snap: _Snapshot | None = None):
+        """k nearest live database descriptors of each query row.
+
+        Returns ``(rows, distances, modes, snapshot)``: ``rows`` int64 (Q, k) are
+        global rows of that snapshot (-1 where fewer than k were found),
+        ``distances`` float32 (Q, k) ascending, ``modes`` the mode per segment."""
+        conf = conf or SearchConf()
+        snap = snap or self.snapshot()
+        q = np.ascontiguousarray(descriptors, np.float32)
+        if q.ndim != 2 or (len(q) and q.shape[1] != self.dim):
+            raise ValueError(f"query descriptors must be (N, {self.dim}), got shape {q.shape}")
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        k = int(conf.k)
+        n_seg = len(snap.segments)
+        rows = np.full((len(q), max(n_seg, 1), k), -1, np.int64)
+        dist = np.full((len(q), max(n_seg, 1), k), np.inf, np.float32)
+        modes = []
+        tasks = []
+        q_list = None
+        for s, seg in enumerate(snap.segments):
+            if snap.live[s] == 0:
+                modes.append("empty")
+                continue
+            exact = conf.mode == "exact" or (conf.mode == "auto" and snap.live[s] < conf.exact_below)
+            modes.append("exact" if exact else "annoy")
+            if exact:
+                for a in range(0, len(q), _EXACT_BLOCK):
+                    tasks.append((_exact_block, seg, snap.dead_rows[s], q[a:a + _EXACT_BLOCK], a, s))
+            else:
+                if q_list is None:
+                    # Annoy reads a list far faster than a NumPy row.
+                    q_list = q.tolist()
+                dead_frac = 1.0 - snap.live[s] / seg.n
+                fetch = min(seg.n, k if dead_frac == 0 else int(math.ceil(k / max(1 - dead_frac, 0.05))) + k)
+                for a in range(0, len(q), _ANNOY_BLOCK):
+                    tasks.append((_annoy_block, seg, snap.dead_rows[s], (q_list[a:a + _ANNOY_BLOCK], fetch,
+                                                                           conf.search_k), a, s))
+
+        def run(task):
+            fn, seg, dead, arg, a, s = task
+            r, d = fn(seg, dead, arg, k)
+            rows[a:a + len(r), s, :] = np.where(r >= 0, r + snap.offsets[s], -1)
+            dist[a:a + len(r), s, :] = d
+
+        n_threads = conf.n_threads
+        if n_threads <= 1 or len(tasks) <= 1:
+            for t in tasks:
+                run(t)
+        else:
+            list(self._executor(n_threads).map(run, tasks))
+        rows = rows.reshape(len(q), max(n_seg, 1) * k)
+        dist = dist.reshape(len(q), max(n_seg, 1) * k)
+        if rows.shape[1] > k:
+            order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+            rows = np.take_along_axis(rows, order, 1)
+            dist = np.take_along_axis(dist, order, 1)
+        return rows, dist, modes, snap
+
+    def search(self, query, conf: SearchConf | None = None, query_conf=None, keep_knn: bool = False) -> Candidates:
+        """The top-N photos for a query's ``Features`` (or bare descriptors), with
+        putative correspondences. ``query_conf`` (the resolved extractor conf of
+        the query) is checked against the index's when given. ``keep_knn`` puts
+        the raw neighbours in ``extra`` ("knn_rows", "knn_distances")."""
+        conf = conf or SearchConf()
+        self.check_query_conf(query_conf)
+        if hasattr(query, "descriptors"):
+            desc, q_xy = query.descriptors, query.locations
+        else:
+            desc = np.asarray(query, np.float32)
+            q_xy = np.zeros((len(desc), 2), np.float32)
+        if len(desc) and desc.shape[1] != self.dim:
+            raise ValueError(
+                f"the query has {desc.shape[1]}-D descriptors, the index {self.path} holds {self.dim}-D; "
+                f"extract the query with the index's conf"
+            )
+        rows, dist, modes, snap = self.knn(desc, conf)
+        cands = _vote(snap, rows, dist, np.asarray(q_xy, np.float32), conf, modes)
+        if keep_knn:
+            cands.extra.update(knn_rows=rows, knn_distances=dist)
+        return cands
+
+
+def _annoy_block(seg, dead, arg, k):
+    vectors, fetch, search_k = arg
+    rows = np.full((len(vectors), k), -1, np.int64)
+    dist = np.full((len(vectors), k), np.inf, np.float32)
+    ann = seg.annoy
+    for i, v in enumerate(vectors):
+        n_fetch = fetch
+        while True:
+            ids, ds = ann.get_nns_by_vector(v, n_fetch, search_k, True)
+            if dead is None or not ids:
+                break
+            keep = [j for j, r in enumerate(ids) if not dead[r]][:k]
+            if len(keep) < k and len(ids) == n_fetch < seg.n:
+                # Unlucky: this neighbourhood is mostly removed photos.
+                n_fetch = min(seg.n, 4 * n_fetch)
+                continue
+            ids = [ids[j] for j in keep]
+            ds = [ds[j] for j in keep]
+            break
+        n = min(len(ids), k)
+        rows[i, :n] = ids[:n]
+        dist[i, :n] = ds[:n]
+    return rows, dist
+
+
+def _exact_block(seg, dead, q, k):
+    """Brute force: float32 matrix products over chunks of the segment, keeping
+    a running top k by cosine similarity."""
+    desc = seg.descriptors
+    n = len(desc)
+    from .kernels import topk_update
+
+    best_s = np.full((len(q), k), -np.inf, np.float32)
+    best_i = np.full((len(q), k), -1, np.int64)
+    for c0 in range(0, n, _EXACT_CHUNK):
+        sim = q @ np.asarray(desc[c0:c0 + _EXACT_CHUNK]).T
+        if dead is not None:
+            sim[:, dead[c0:c0 + _EXACT_CHUNK]] = -np.inf
+        topk_update(sim, c0, best_s, best_i)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    best_s = np.take_along_axis(best_s, order, 1)
+    best_i = np.take_along_axis(best_i, order, 1)
+    found = np.isfinite(best_s)
+    dist = np.where(found, np.sqrt(np.maximum(2.0 - 2.0 * best_s, 0.0)), np.inf).astype(np.float32)
+    return np.where(found, best_i, -1), dist
+
+
+def _vote(snap: _Snapshot, rows, dist, q_xy, conf: SearchConf, modes) -> Candidates:
+    n_q, k = rows.shape
+    valid = rows >= 0
+    if conf.max_distance is not None:
+        valid &= dist <= conf.max_distance
+    qi = np.broadcast_to(np.arange(n_q, dtype=np.int64)[:, None], rows.shape)[valid]
+    r = rows[valid]
+    d = dist[valid]
+    photo = snap.gather("desc_photo", r).astype(np.int64) if len(r) else np.zeros(0, np.int64)
+    # One correspondence per (query keypoint, photo): its nearest hit there.
+    order = np.lexsort((d, qi, photo))
+    photo, qi, r, d = photo[order], qi[order], r[order], d[order]
+    first = np.ones(len(photo), bool)
+    first[1:] = (photo[1:] != photo[:-1]) | (qi[1:] != qi[:-1])
+    photo, qi, r, d = photo[first], qi[first], r[first], d[first]
+    uniq, start, votes = np.unique(photo, return_index=True, return_counts=True)
+    sim = 1.0 - 0.5 * d.astype(np.float64) ** 2
+    scores = np.add.reduceat(sim, start) if len(start) else np.zeros(0)
+    rank = np.lexsort((uniq, -scores, -votes))[: conf.top_n]
+    cand_ids = uniq[rank]
+    offsets = np.zeros(len(rank) + 1, np.int64)
+    offsets[1:] = np.cumsum(votes[rank])
+    sel = np.concatenate([np.arange(start[i], start[i] + votes[i]) for i in rank]) if len(rank) else \
+        np.zeros(0, np.int64)
+    sel_rows = r[sel]
+    prow = snap.photo_rows(cand_ids)
+    used = {m for m in modes if m != "empty"}
+    return Candidates(
+        names=[snap.photo_names[i] for i in prow],
+        photo_ids=cand_ids.astype(np.int64),
+        votes=votes[rank].astype(np.int32),
+        scores=scores[rank].astype(np.float32),
+        image_sizes=snap.photo_sizes[prow].astype(np.int32).reshape(-1, 2),
+        offsets=offsets,
+        candidate=np.repeat(np.arange(len(rank), dtype=np.int32), votes[rank]),
+        query_idx=qi[sel].astype(np.int32),
+        db_idx=snap.gather("desc_keypoint", sel_rows).astype(np.int32) if len(sel) else np.zeros(0, np.int32),
+        distances=d[sel].astype(np.float32),
+        query_xy=q_xy[qi[sel]].reshape(-1, 2) if len(sel) else np.zeros((0, 2), np.float32),
+        db_xy=snap.gather("desc_xy", sel_rows).reshape(-1, 2) if len(sel) else np.zeros((0, 2), np.float32),
+        n_query=n_q,
+        generation=snap.generation,
+        mode=used.pop() if len(used) == 1 else ("mixed" if used else ""),
+    )
+
+
+def open_index(path: str | os.PathLike, check: str = "size") -> Index:
+    return Index(path, check=check)

@@ -1,0 +1,130 @@
+"""`delf index build|add|remove|compact|info`: thin wrappers over ``index``."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    from index.writer import IndexConf
+
+    d = IndexConf()
+    p = sub.add_parser("index", help="build and maintain the Annoy descriptor index",
+                       description="An index is a directory: a manifest, and one segment (Annoy file plus "
+                                   ".npy sidecars) per build, add or compact. One writer at a time; any number "
+                                   "of readers, who always see the last complete state.")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION")
+    isub.required = True
+
+    def writer_opts(q, build: bool = False) -> None:
+        if build:
+            q.add_argument("--trees", type=int, default=d.n_trees,
+                           help="Annoy trees per segment, kept for later adds (default: %(default)s)")
+            q.add_argument("--seed", type=int, default=d.seed, help="Annoy seed (default: %(default)s)")
+        q.add_argument("--build-threads", type=int, default=d.build_threads,
+                       help="threads building Annoy trees; -1: all cores (default: %(default)s)")
+        q.add_argument("--wait", type=float, default=d.lock_timeout,
+                       help="seconds to wait for another writer to finish (default: %(default)s)")
+
+    q = isub.add_parser("build", help="create an index from features files (one segment)")
+    q.add_argument("index", metavar="INDEX", help="index directory")
+    q.add_argument("features", metavar="FEATURES.h5", nargs="+", help="features files from `delf extract`")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
+    writer_opts(q, build=True)
+    q.set_defaults(func=run_build)
+
+    q = isub.add_parser("add", help="add the photos of a features file as a new segment")
+    q.add_argument("index", metavar="INDEX")
+    q.add_argument("features", metavar="FEATURES.h5")
+    q.add_argument("--skip-existing", action="store_true",
+                   help="add only the photos not in the index yet (default: refuse duplicates)")
+    writer_opts(q)
+    q.set_defaults(func=run_add)
+
+    q = isub.add_parser("remove", help="remove photos by name (tombstones; bytes freed by compact)")
+    q.add_argument("index", metavar="INDEX")
+    q.add_argument("names", metavar="NAMES", nargs="+", help="photo names as in the features file")
+    writer_opts(q)
+    q.set_defaults(func=run_remove)
+
+    q = isub.add_parser("compact", help="merge all segments into one, dropping removed photos")
+    q.add_argument("index", metavar="INDEX")
+    writer_opts(q)
+    q.set_defaults(func=run_compact)
+
+    q = isub.add_parser("info", help="photos, descriptors, segments and bytes on disk")
+    q.add_argument("index", metavar="INDEX")
+    q.add_argument("--check", action="store_true", help="also verify every file's SHA-256")
+    q.add_argument("--json", dest="json_out", help="also write the figures here as JSON")
+    q.set_defaults(func=run_info)
+
+
+def _conf(args, **extra):
+    from index.writer import IndexConf
+
+    return IndexConf(build_threads=args.build_threads, lock_timeout=args.wait, **extra)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def format_info(info: dict) -> str:
+    conf = info["extractor_conf"]
+    lines = [
+        f"index        {info['path']} (format {info['format_version']}, generation {info['generation']})",
+        f"photos       {info['photos']}" + (f" ({info['removed_photos']} removed, awaiting compact)"
+                                            if info["removed_photos"] else ""),
+        f"descriptors  {info['descriptors']} x {info['dim']}-D"
+        + (f" ({info['stored_descriptors']} stored)" if info["stored_descriptors"] != info["descriptors"] else ""),
+        f"segments     {len(info['segments'])}",
+        f"on disk      {_mib(info['bytes_on_disk'])} ({info['bytes_on_disk']} bytes)",
+        f"annoy        {info['index_conf'].get('n_trees')} trees, seed {info['index_conf'].get('seed')}",
+        f"extractor    backbone {conf.get('backbone')}, scales {conf.get('scales')}, pca {conf.get('pca')} "
+        f"-> {conf.get('descriptor_dim', conf.get('pca_dim'))}-D",
+    ]
+    for s in info["segments"]:
+        lines.append(f"  {s['name']}  {s['photos']} photos  {s['descriptors']} descriptors  {_mib(s['bytes'])}")
+    return "\n".join(lines)
+
+
+def run_build(args) -> int:
+    from index import build_index
+
+    info = build_index(args.index, args.features, _conf(args, n_trees=args.trees, seed=args.seed),
+                       overwrite=args.overwrite)
+    print(format_info(info))
+    return 0
+
+
+def run_add(args) -> int:
+    from index import add_to_index
+
+    print(format_info(add_to_index(args.index, args.features, _conf(args), skip_existing=args.skip_existing)))
+    return 0
+
+
+def run_remove(args) -> int:
+    from index import remove_from_index
+
+    print(format_info(remove_from_index(args.index, args.names, _conf(args))))
+    return 0
+
+
+def run_compact(args) -> int:
+    from index import compact_index
+
+    print(format_info(compact_index(args.index, _conf(args))))
+    return 0
+
+
+def run_info(args) -> int:
+    from index import index_info
+
+    info = index_info(args.index, check="full" if args.check else "size")
+    print(format_info(info))
+    if args.check:
+        print("check        every file matches its SHA-256 in the manifest")
+    if args.json_out:
+        from .common import write_json
+
+        write_json(args.json_out, info)
+    return 0
