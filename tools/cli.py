@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "tools.cmd_extract",
     "tools.cmd_pca",
     "tools.cmd_demo",
+    "tools.cmd_match",
     "tools.cmd_index",
     "tools.bench",
 ]
@@ -26,6 +27,7 @@ COMMAND_MODULES = [
 BENCH_MODULES = [
     "tools.bench_homography",
     "tools.bench_extract",
+    "tools.bench_ransac",
     "tools.bench_index",
 ]
 

@@ -572,7 +572,9 @@ def smallest_eigenvector(M, out):
     thread pool, and the same result on every machine.
     """
     n = M.shape[0]
-    V = np.eye(n)
+    V = np.zeros((n, n))
+    for p in range(n):
+        V[p, p] = 1.0
     for sweep in range(50):
         off = 0.0
         diag = 0.0
@@ -673,11 +675,11 @@ def fit_homography_lsq(sx, sy, dx, dy, w, H):
     if cnt < 4:
         return False
     M = np.zeros((9, 9))
-    # Position of (r, c) of a symmetric 3x3 inside the 6 packed sums.
-    pk = np.array([[0, 1, 2], [1, 3, 4], [2, 4, 5]])
     for r in range(3):
         for c in range(3):
-            k = pk[r, c]
+            # Index of (r, c) of a symmetric 3x3 among its 6 packed entries.
+            lo = min(r, c)
+            k = 3 * lo - (lo * (lo - 1)) // 2 + abs(r - c)
             M[r, c] = S[k]
             M[3 + r, 3 + c] = S[k]
             M[r, 6 + c] = -U[k]
@@ -963,6 +965,62 @@ def _local_opt(model_id, sx, sy, dx, dy, thr2, H, score, iters, r2buf, w, cand,
 
 
 @njit(cache=True)
+def prosac_trials(inlier_weights, m, confidence, min_trials, max_trials, beta):
+    """PROSAC's stopping rule: trials needed judged on the best-quality prefixes.
+
+    With rows sorted best first, the inlier ratio of a prefix of n rows is
+    what PROSAC's samples see; any prefix whose inlier count could not come
+    from a wrong model by chance (binomial with success ``beta``, about
+    three standard deviations above its mean) may set the number of trials.
+    Returns the smallest such number (``max_trials`` if none qualifies).
+    """
+    best = max_trials
+    inl = 0
+    for k in range(inlier_weights.shape[0]):
+        if inlier_weights[k] > 0.0:
+            inl += 1
+        nn = k + 1
+        if nn <= m:
+            continue
+        q = nn - m
+        need = m + beta * q + 3.0 * math.sqrt(beta * (1.0 - beta) * q)
+        if inl < need:
+            continue
+        t = adaptive_trials(inl / nn, m, confidence, min_trials, max_trials)
+        if t < best:
+            best = t
+    return best
+
+
+@njit(cache=True)
+def denormalise(B, ss, scx, scy, ds, dcx, dcy, projective, out):
+    """Pixel-space model T_dst^-1 B T_src, with T(p) = s (p - c).
+
+    Written out by hand: a matrix product here would pull BLAS into the
+    compiled kernel for nine multiply-adds.
+    """
+    c = np.empty((3, 3))
+    for r in range(3):
+        c[r, 0] = B[r, 0] * ss
+        c[r, 1] = B[r, 1] * ss
+        c[r, 2] = B[r, 2] - B[r, 0] * ss * scx - B[r, 1] * ss * scy
+    for k in range(3):
+        out[0, k] = c[0, k] / ds + dcx * c[2, k]
+        out[1, k] = c[1, k] / ds + dcy * c[2, k]
+        out[2, k] = c[2, k]
+    if projective:
+        z = out[2, 2]
+        if z != 0.0 and np.isfinite(z):
+            for r in range(3):
+                for k in range(3):
+                    out[r, k] /= z
+    else:
+        out[2, 0] = 0.0
+        out[2, 1] = 0.0
+        out[2, 2] = 1.0
+
+
+@njit(cache=True)
 def ransac_core(src, dst, model_id, thr, confidence, min_trials, max_trials, prosac,
                 min_scale, max_scale, allow_reflection, lo_iters, final_iters, seed,
                 out_model, out_mask):
@@ -1009,6 +1067,23 @@ def ransac_core(src, dst, model_id, thr, confidence, min_trials, max_trials, pro
     k2 = (ds / ss) ** 2
     min_scale2 = min_scale * min_scale * k2
     max_scale2 = max_scale * max_scale * k2
+
+    # Chance that an outlier lands within the threshold of a wrong model:
+    # the threshold disc over the area the destination points cover.
+    beta = 0.01
+    if prosac:
+        x0 = dx[0]
+        x1 = dx[0]
+        y0 = dy[0]
+        y1 = dy[0]
+        for i in range(n):
+            x0 = min(x0, dx[i])
+            x1 = max(x1, dx[i])
+            y0 = min(y0, dy[i])
+            y1 = max(y1, dy[i])
+        area = (x1 - x0) * (y1 - y0)
+        if area > 0.0:
+            beta = min(0.5, max(0.01, math.pi * thr2 / area))
 
     state = rng_init(seed)
     idx = np.empty(m, dtype=np.int64)
@@ -1065,6 +1140,8 @@ def ransac_core(src, dst, model_id, thr, confidence, min_trials, max_trials, pro
                                     False)
         cnt = count_inliers(model_id, best, sx, sy, dx, dy, thr2, r2buf, w, False)
         needed = adaptive_trials(cnt / n, m, confidence, min_trials, max_trials)
+        if prosac:
+            needed = min(needed, prosac_trials(w, m, confidence, min_trials, max_trials, beta))
 
     if not found:
         return 0, trials
@@ -1098,30 +1175,7 @@ def ransac_core(src, dst, model_id, thr, confidence, min_trials, max_trials, pro
     for i in range(n):
         out_mask[i] = w[i] > 0.0
 
-    # Back to pixels: H_px = T_dst^-1 H T_src.
-    #   T_src = [[ss, 0, -ss*scx], [0, ss, -ss*scy], [0, 0, 1]]
-    T = np.zeros((3, 3))
-    T[0, 0] = ss
-    T[1, 1] = ss
-    T[0, 2] = -ss * scx
-    T[1, 2] = -ss * scy
-    T[2, 2] = 1.0
-    Ti = np.zeros((3, 3))
-    Ti[0, 0] = 1.0 / ds
-    Ti[1, 1] = 1.0 / ds
-    Ti[0, 2] = dcx
-    Ti[1, 2] = dcy
-    Ti[2, 2] = 1.0
-    P = Ti @ best @ T
-    if model_id == HOMOGRAPHY:
-        z = P[2, 2]
-        if z != 0.0 and np.isfinite(z):
-            P = P / z
-    else:
-        P[2, 0] = 0.0
-        P[2, 1] = 0.0
-        P[2, 2] = 1.0
-    _copy3(P, out_model)
+    denormalise(best, ss, scx, scy, ds, dcx, dcy, model_id == HOMOGRAPHY, out_model)
     return cnt, trials
 
 

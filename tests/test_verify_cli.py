@@ -1,0 +1,88 @@
+"""`delf match` end to end on two real photos, and the pieces of `delf bench ransac`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _data() -> Path:
+    if not DATA.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{DATA} is missing: the tests need ../shared/data next to the repository")
+        pytest.skip(f"{DATA} not found")
+    return DATA
+
+
+def test_delf_match_end_to_end(tmp_path, capsys):
+    from tools.cli import main
+
+    photos = _data() / "landmarks" / "images"
+    out, js = tmp_path / "match.png", tmp_path / "match.json"
+    rc = main(["match", str(photos / "lund_01.jpg"), str(photos / "lund_02.jpg"), "--out", str(out),
+               "--json", str(js)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "inliers" in printed and "model" in printed
+    assert out.stat().st_size > 10_000
+    result = json.loads(js.read_text())
+    assert result["model_type"] == "affine"
+    assert result["num_inliers"] >= 20  # two views of the same street
+    assert len(result["inliers"]) == result["num_inliers"]
+    assert result["putative_matches"] >= result["num_inliers"]
+    m = np.array(result["model"])
+    assert m.shape == (3, 3) and np.allclose(m[2], [0, 0, 1])
+    # The model maps each inlier of photo 1 to within the threshold of its match.
+    pts = np.array(result["inliers"])
+    mapped = np.c_[pts[:, :2], np.ones(len(pts))] @ m[:2].T
+    assert np.all(np.linalg.norm(mapped - pts[:, 2:], axis=1) < result["ransac"]["residual_threshold"])
+
+
+def test_delf_match_user_errors(tmp_path, capsys):
+    from tools.cli import main
+
+    rc = main(["match", str(tmp_path / "nope.jpg"), str(tmp_path / "nope2.jpg"), "--out", str(tmp_path / "m.png")])
+    assert rc == 2
+    assert "nope.jpg" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["match", "a.jpg", "b.jpg", "--out", "m.png", "--model", "projective"])
+
+
+def test_bench_pairs_and_errors():
+    from tools import bench_ransac as B
+
+    pairs = B.load_pairs(str(_data()))
+    kinds = [p["kind"] for p in pairs]
+    assert kinds.count("homography") == 20 and kinds.count("wxbs") == 33
+    hom = next(p for p in pairs if p["pair"] == "graf/1-3")
+    assert B.model_error(hom, hom["H"], (800, 640)) == pytest.approx(0.0, abs=1e-9)
+    assert B.model_error(hom, None, (800, 640)) == B.model_error(hom, np.eye(3), (800, 640)) > 10
+    wx = next(p for p in pairs if p["kind"] == "wxbs")
+    shift = np.eye(3)
+    shift[0, 2] = 3.0
+    c = wx["corrs"]
+    expected = np.median(np.linalg.norm(c[:, :2] + [3.0, 0.0] - c[:, 2:], axis=1))
+    assert B.model_error(wx, shift, None) == pytest.approx(expected)
+    with pytest.raises(FileNotFoundError):
+        B.load_pairs("/nonexistent/data")
+
+
+def test_bench_ransac_runs_on_two_pairs(tmp_path):
+    from tools import bench_ransac as B
+
+    result = B.bench_ransac(str(_data()), repeats=1, log=lambda m: None, only=("leuven/1-2", "WLABS/kpi"))
+    assert [r["pair"] for r in result["pairs"]] == ["leuven/1-2", "WLABS/kpi"]
+    for name in B.METHODS:
+        s = result["summary"][name]
+        assert set(s) == {"median_ms", "median_inliers", "mean_corner_error_px"}
+        for r in result["pairs"]:
+            assert set(r[name]) == {"ms", "inliers", "corner_error_px"} and r[name]["ms"] > 0
+    leuven = result["pairs"][0]
+    assert leuven["kind"] == "homography" and leuven["ours-homography"]["corner_error_px"] < 2.0
+    B.print_table(result, out=open(os.devnull, "w"))

@@ -1,0 +1,356 @@
+"""`delf bench ransac`: speed and accuracy of the verifier against scikit-image and OpenCV.
+
+Putative matches come from OpenCV RootSIFT with Lowe's ratio 0.8, computed
+once per pair, so the benchmark does not depend on our extractor. Every
+method then sees the same matches in the same run; only the estimation call
+is timed (median over repeats, the methods interleaved so that a noisy
+neighbour on the machine hits them alike).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+AFFINE_THRESHOLD = 20.0  # DELF's setting (skimage.measure.ransac in the official code)
+HOMOGRAPHY_THRESHOLD = 3.0  # OpenCV's default ransacReprojThreshold of findHomography
+MAX_TRIALS = 2000  # OpenCV's default maxIters for both estimators
+CONFIDENCE = 0.999
+SIFT_FEATURES = 4000
+RATIO = 0.8
+SEED = 0
+METHODS = ("ours-affine", "ours-homography", "skimage-affine", "opencv-affine", "opencv-homography")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "ransac", help="RANSAC speed and accuracy: ours vs scikit-image and OpenCV USAC_MAGSAC",
+        description="On the 20 homography/ pairs (ground-truth H) and the 33 wxbs/ pairs (hand-marked "
+                    "correspondences): OpenCV RootSIFT matches (ratio 0.8) computed once, then five "
+                    "estimators timed and scored on them: " + ", ".join(METHODS) + ".",
+    )
+    p.add_argument("--data", required=True, help="the data folder holding homography/ and wxbs/")
+    p.add_argument("--json", required=True, help="write the results here (atomically)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed calls per method and pair; the median is reported (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------- data
+
+
+def _find_image(folder: str, stem: str) -> str:
+    for ext in (".jpg", ".png", ".ppm", ".pgm", ".jpeg"):
+        p = os.path.join(folder, stem + ext)
+        if os.path.isfile(p):
+            return p
+    raise FileNotFoundError(f"{folder}: no {stem}.jpg/.png/.ppm photo")
+
+
+def load_pairs(data: str) -> list[dict]:
+    """Every benchmark pair: name, kind, the two photo paths, and its ground truth."""
+    hdir = os.path.join(data, "homography")
+    wdir = os.path.join(data, "wxbs")
+    for d in (hdir, wdir):
+        if not os.path.isdir(d):
+            raise FileNotFoundError(f"{d}: no such folder (--data must hold homography/ and wxbs/)")
+    pairs = []
+    for seq in sorted(os.listdir(hdir)):
+        folder = os.path.join(hdir, seq)
+        if not os.path.isfile(os.path.join(folder, "H1to2p")):
+            continue
+        for n in range(2, 7):
+            hfile = os.path.join(folder, f"H1to{n}p")
+            if os.path.isfile(hfile):
+                pairs.append({"pair": f"{seq}/1-{n}", "kind": "homography", "image1": _find_image(folder, "img1"),
+                              "image2": _find_image(folder, f"img{n}"), "H": np.loadtxt(hfile).reshape(3, 3)})
+    for group in sorted(os.listdir(wdir)):
+        gdir = os.path.join(wdir, group)
+        if not os.path.isdir(gdir):
+            continue
+        for name in sorted(os.listdir(gdir)):
+            folder = os.path.join(gdir, name)
+            cfile = os.path.join(folder, "corrs.txt")
+            if not os.path.isfile(cfile):
+                continue
+            corrs = np.loadtxt(cfile, ndmin=2)
+            if corrs.shape[1] != 4:
+                raise ValueError(f"{cfile}: expected 4 columns (x1 y1 x2 y2), got {corrs.shape[1]}")
+            pairs.append({"pair": f"{group}/{name}", "kind": "wxbs", "image1": _find_image(folder, "01"),
+                          "image2": _find_image(folder, "02"), "corrs": corrs})
+    if not pairs:
+        raise ValueError(f"{data}: no benchmark pairs found")
+    return pairs
+
+
+def rootsift(path: str, cache: dict):
+    """OpenCV SIFT keypoints (x, y) and RootSIFT descriptors of one photo (memoised)."""
+    import cv2
+
+    if path in cache:
+        return cache[path]
+    gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        raise ValueError(f"{path}: cannot decode the photo")
+    kps, desc = cv2.SIFT_create(nfeatures=SIFT_FEATURES).detectAndCompute(gray, None)
+    if desc is None:
+        out = (np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), gray.shape[::-1])
+    else:
+        desc = desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-12)
+        out = (np.array([k.pt for k in kps], np.float32), np.sqrt(desc).astype(np.float32), gray.shape[::-1])
+    cache[path] = out
+    return out
+
+
+def ratio_matches(d1: np.ndarray, d2: np.ndarray):
+    """Lowe's ratio test with OpenCV's brute-force matcher: (index pairs, distance ratios)."""
+    import cv2
+
+    if len(d1) == 0 or len(d2) < 2:
+        return np.zeros((0, 2), np.int64), np.zeros(0)
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(d1, d2, k=2)
+    pairs, ratios = [], []
+    for m in knn:
+        if len(m) == 2 and m[0].distance < RATIO * m[1].distance:
+            pairs.append((m[0].queryIdx, m[0].trainIdx))
+            ratios.append(m[0].distance / max(m[1].distance, 1e-12))
+    return np.array(pairs, np.int64).reshape(-1, 2), np.array(ratios, np.float64)
+
+
+# ---------------------------------------------------------------- methods
+
+
+def _methods():
+    import cv2
+    from skimage.measure import ransac as sk_ransac
+    from skimage.transform import AffineTransform
+
+    import verify
+
+    def ours(model, thr):
+        def f(src, dst, quality):
+            v = verify.ransac(src, dst, model=model, residual_threshold=thr, seed=SEED, quality=quality,
+                              max_trials=MAX_TRIALS, confidence=CONFIDENCE)
+            return v.model, v.num_inliers
+        return f
+
+    def skimage_affine(src, dst, quality):
+        model, inliers = sk_ransac((src, dst), AffineTransform, min_samples=3,
+                                   residual_threshold=AFFINE_THRESHOLD, max_trials=1000, rng=SEED)
+        if model is None or inliers is None:
+            return None, 0
+        return np.asarray(model.params, np.float64), int(inliers.sum())
+
+    def opencv_affine(src, dst, quality):
+        m, inl = cv2.estimateAffine2D(src, dst, method=cv2.USAC_MAGSAC, ransacReprojThreshold=AFFINE_THRESHOLD,
+                                      maxIters=MAX_TRIALS, confidence=CONFIDENCE)
+        if m is None:
+            return None, 0
+        return np.vstack([m, [0.0, 0.0, 1.0]]), int(inl.sum())
+
+    def opencv_homography(src, dst, quality):
+        h, inl = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, HOMOGRAPHY_THRESHOLD, maxIters=MAX_TRIALS,
+                                    confidence=CONFIDENCE)
+        if h is None:
+            return None, 0
+        return np.asarray(h, np.float64), int(inl.sum())
+
+    return {
+        "ours-affine": ours("affine", AFFINE_THRESHOLD),
+        "ours-homography": ours("homography", HOMOGRAPHY_THRESHOLD),
+        "skimage-affine": skimage_affine,
+        "opencv-affine": opencv_affine,
+        "opencv-homography": opencv_homography,
+    }
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def project(h: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    p = np.c_[pts, np.ones(len(pts))] @ h.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = p[:, :2] / p[:, 2:3]
+    return np.nan_to_num(out, nan=1e9, posinf=1e9, neginf=-1e9)
+
+
+def model_error(pair: dict, model: np.ndarray | None, size1=None) -> float:
+    """Mean corner error (homography pairs) or median hand-marked correspondence error (WxBS).
+
+    A method that returns no model is scored as the identity map: what a
+    caller that trusted it would be left with.
+    """
+    m = np.eye(3) if model is None else model
+    if pair["kind"] == "homography":
+        w, h = size1
+        corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+        err = np.linalg.norm(project(m, corners) - project(pair["H"], corners), axis=1).mean()
+    else:
+        c = pair["corrs"]
+        err = np.median(np.linalg.norm(project(m, c[:, :2]) - c[:, 2:], axis=1))
+    return float(min(err, 1e9))
+
+
+# ---------------------------------------------------------------- run
+
+
+def bench_ransac(data: str, repeats: int = 5, log=print, only: tuple[str, ...] | None = None) -> dict:
+    """Run the benchmark; returns the JSON-ready result (see the module docstring).
+
+    ``only`` restricts it to the named pairs (e.g. "graf/1-3", "WLABS/kpi").
+    """
+    if repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {repeats}")
+    pairs = load_pairs(data)
+    if only is not None:
+        pairs = [p for p in pairs if p["pair"] in only]
+        if not pairs:
+            raise ValueError(f"none of the pairs {', '.join(only)} is in {data}")
+    methods = _methods()
+    cache: dict = {}
+    t0 = time.perf_counter()
+    for p in pairs:
+        loc1, d1, size1 = rootsift(p["image1"], cache)
+        loc2, d2, _ = rootsift(p["image2"], cache)
+        idx, ratios = ratio_matches(d1, d2)
+        p["src"] = np.ascontiguousarray(loc1[idx[:, 0]], np.float64)
+        p["dst"] = np.ascontiguousarray(loc2[idx[:, 1]], np.float64)
+        p["src32"] = p["src"].astype(np.float32)
+        p["dst32"] = p["dst"].astype(np.float32)
+        p["quality"] = -ratios
+        p["size1"] = size1
+    log(f"RootSIFT matches for {len(pairs)} pairs in {time.perf_counter() - t0:.1f} s "
+        f"(median {int(np.median([len(p['src']) for p in pairs]))} per pair)")
+
+    def call(name, p):
+        f = methods[name]
+        if name.startswith("opencv"):
+            return f(p["src32"], p["dst32"], None)
+        return f(p["src"], p["dst"], p["quality"] if name.startswith("ours") else None)
+
+    # Compile / initialise every method before any timing.
+    warm = next(p for p in pairs if len(p["src"]) >= 8)
+    for name in METHODS:
+        call(name, warm)
+
+    rows = []
+    for k, p in enumerate(pairs):
+        row = {"pair": p["pair"], "kind": p["kind"], "matches": int(len(p["src"]))}
+        times = {name: [] for name in METHODS}
+        results = {}
+        for r in range(repeats):
+            for name in METHODS:
+                if len(p["src"]) < 4:
+                    results[name] = (None, 0)
+                    times[name].append(0.0)
+                    continue
+                t = time.perf_counter()
+                out = call(name, p)
+                times[name].append(time.perf_counter() - t)
+                if r == 0:
+                    results[name] = out
+        for name in METHODS:
+            model, inliers = results[name]
+            row[name] = {
+                "ms": round(1e3 * float(np.median(times[name])), 4),
+                "inliers": int(inliers),
+                "corner_error_px": round(model_error(p, model, p["size1"]), 3),
+            }
+        rows.append(row)
+        log(f"[{k + 1:2d}/{len(pairs)}] {p['pair']:<22} {len(p['src']):5d} matches  "
+            + "  ".join(f"{n} {row[n]['ms']:.2f}ms/{row[n]['corner_error_px']:.1f}px" for n in
+                        ("ours-homography", "opencv-homography")))
+
+    summary = {}
+    for name in METHODS:
+        summary[name] = {
+            "median_ms": round(float(np.median([r[name]["ms"] for r in rows])), 4),
+            "median_inliers": float(np.median([r[name]["inliers"] for r in rows])),
+            "mean_corner_error_px": round(float(np.mean([r[name]["corner_error_px"] for r in rows])), 3),
+        }
+    return {"summary": summary, "pairs": rows, "meta": _meta(rows, summary, repeats)}
+
+
+def _meta(rows: list[dict], summary: dict, repeats: int) -> dict:
+    """Settings, per-kind figures and the acceptance checks of issue 3."""
+    hom = [r for r in rows if r["kind"] == "homography"]
+    wx = [r for r in rows if r["kind"] == "wxbs"]
+    per_kind = {}
+    for name in METHODS:
+        per_kind[name] = {
+            "homography_mean_corner_error_px": round(float(np.mean([r[name]["corner_error_px"] for r in hom])), 3)
+            if hom else None,
+            "homography_median_corner_error_px": round(float(np.median([r[name]["corner_error_px"] for r in hom])),
+                                                       3) if hom else None,
+            "wxbs_median_error_px": round(float(np.median([r[name]["corner_error_px"] for r in wx])), 3)
+            if wx else None,
+            "homography_median_ms": round(float(np.median([r[name]["ms"] for r in hom])), 4) if hom else None,
+            "wxbs_median_ms": round(float(np.median([r[name]["ms"] for r in wx])), 4) if wx else None,
+        }
+    ms = {n: summary[n]["median_ms"] for n in METHODS}
+    not_worse = sum(r["ours-homography"]["corner_error_px"] <= r["opencv-homography"]["corner_error_px"]
+                    for r in hom)
+    acceptance = {
+        "speedup_ours_affine_vs_skimage_affine": round(ms["skimage-affine"] / max(ms["ours-affine"], 1e-9), 1),
+        "speedup_ours_affine_vs_opencv_affine": round(ms["opencv-affine"] / max(ms["ours-affine"], 1e-9), 2),
+        "speedup_ours_homography_vs_opencv_homography":
+            round(ms["opencv-homography"] / max(ms["ours-homography"], 1e-9), 2),
+        "homography_pairs_ours_not_worse_than_opencv": f"{not_worse}/{len(hom)}",
+    }
+    acceptance["passed"] = bool(
+        acceptance["speedup_ours_affine_vs_skimage_affine"] >= 100
+        and ms["ours-affine"] <= ms["opencv-affine"]
+        and ms["ours-homography"] <= ms["opencv-homography"]
+        and not_worse >= min(15, len(hom))
+    )
+    return {
+        "settings": {
+            "features": f"OpenCV SIFT (nfeatures={SIFT_FEATURES}) + RootSIFT, BFMatcher k=2, ratio {RATIO}",
+            "affine_threshold_px": AFFINE_THRESHOLD, "homography_threshold_px": HOMOGRAPHY_THRESHOLD,
+            "max_trials": MAX_TRIALS, "confidence": CONFIDENCE,
+            "skimage": "skimage.measure.ransac(AffineTransform, min_samples=3, residual_threshold=20, "
+                       "max_trials=1000)",
+            "opencv": "cv2.estimateAffine2D / cv2.findHomography, method=cv2.USAC_MAGSAC, same threshold, "
+                      "maxIters and confidence as ours",
+            "ours": "verify.ransac, seed 0, quality = minus the SIFT distance ratio (PROSAC order)",
+            "timing": f"median of {repeats} calls per pair, estimation call only, methods interleaved",
+            "no_model": "a method returning no model is scored as the identity map",
+        },
+        "per_kind": per_kind,
+        "acceptance": acceptance,
+    }
+
+
+def print_table(result: dict, out=sys.stdout) -> None:
+    s, meta = result["summary"], result["meta"]
+    sk = s["skimage-affine"]["median_ms"]
+    print(f"\n{'method':<18} {'median ms':>10} {'x skimage':>10} {'inliers':>8} {'H corner px':>12} "
+          f"{'H median px':>12} {'WxBS px':>9} {'mean px':>9}", file=out)
+    def num(v, width, digits):
+        return f"{'-':>{width}}" if v is None else f"{v:>{width}.{digits}f}"
+
+    for name in METHODS:
+        k = meta["per_kind"][name]
+        print(f"{name:<18} {s[name]['median_ms']:>10.3f} {sk / max(s[name]['median_ms'], 1e-9):>10.1f} "
+              f"{s[name]['median_inliers']:>8.0f} {num(k['homography_mean_corner_error_px'], 12, 2)} "
+              f"{num(k['homography_median_corner_error_px'], 12, 2)} {num(k['wxbs_median_error_px'], 9, 1)} "
+              f"{s[name]['mean_corner_error_px']:>9.1f}", file=out)
+    a = meta["acceptance"]
+    print(f"\nours-affine is {a['speedup_ours_affine_vs_skimage_affine']}x faster than skimage-affine and "
+          f"{a['speedup_ours_affine_vs_opencv_affine']}x opencv-affine; ours-homography "
+          f"{a['speedup_ours_homography_vs_opencv_homography']}x opencv-homography; corner error not worse than "
+          f"opencv-homography on {a['homography_pairs_ours_not_worse_than_opencv']} homography pairs. "
+          f"Acceptance: {'passed' if a['passed'] else 'NOT passed'}.", file=out)
+
+
+def run(args) -> int:
+    from .common import write_json
+
+    result = bench_ransac(args.data, repeats=args.repeats, log=lambda m: print(m, file=sys.stderr))
+    write_json(args.json, result)
+    print_table(result)
+    print(f"wrote {args.json}")
+    return 0
