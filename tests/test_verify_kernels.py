@@ -371,3 +371,16 @@ def test_grid_spread_reference():
     corner = np.array([[0.0, 0.0], [10.0, 10.0]])
     # Without a size the bounding box of the points is the photo: opposite corners -> 2 cells.
     assert K.grid_spread(corner, np.ones(2, bool), 0.0, 0.0, 8) == pytest.approx(2 / 64)
+
+
+def test_quality_order_is_a_stable_descending_sort_up_to_1024_levels():
+    rng = np.random.default_rng(13)
+    q = rng.integers(0, 50, 500).astype(float)  # ties galore, fewer values than levels
+    np.testing.assert_array_equal(K.quality_order(q), np.argsort(-q, kind="stable"))
+    np.testing.assert_array_equal(K.quality_order.py_func(q), np.argsort(-q, kind="stable"))
+    q = rng.normal(size=2000)
+    order = K.quality_order(q)
+    assert sorted(order.tolist()) == list(range(2000))
+    assert np.all(np.diff(np.floor((q.max() - q[order]) * 1023 / np.ptp(q))) >= 0)
+    np.testing.assert_array_equal(K.quality_order(np.ones(5)), np.arange(5))
+    assert K.quality_order(np.zeros(0)).shape == (0,)

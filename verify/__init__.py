@@ -5,7 +5,7 @@ first use and caches them on disk; OpenCV is imported by ``verify.draw`` only.
 Nothing here imports the extractor (``delf``) or the index.
 """
 
-from .matching import MatchConf, Matches, match_descriptors
+from .matching import MATCH_PRESETS, MatchConf, Matches, match_descriptors
 from .estimate import (
     MODELS,
     PRESETS,
@@ -19,6 +19,7 @@ from .estimate import (
 )
 
 __all__ = [
+    "MATCH_PRESETS",
     "MODELS",
     "PRESETS",
     "MatchConf",
@@ -32,6 +33,7 @@ __all__ = [
     "pair_seed",
     "ransac",
     "ransac_many",
+    "read_image",
     "write_png",
 ]
 

@@ -30,7 +30,8 @@ class RansacConf:
     confidence:         stop once an all-inlier sample has been drawn with this probability.
     min_trials, max_trials: bounds on the number of samples drawn.
     local_optimization: least-squares refits (this many) whenever a new best model appears; 0 disables.
-    final_refit:        least-squares refits of the winner on its inliers; 0 disables.
+    final_refit:        iterations of the winner's final refit (least squares reweighted by Tukey's
+                        biweight reaching 1.5 thresholds; Gauss-Newton for a homography); 0 disables.
     min_scale, max_scale: bounds on sqrt|det| of the linear part (affine, similarity).
     allow_reflection:   accept mirrored maps (affine, homography; a similarity never mirrors).
     prosac:             sample best-quality correspondences first when a quality is given.
@@ -252,7 +253,7 @@ def _quality(q, n: int, name: str = "quality") -> np.ndarray | None:
         raise ValueError(f"{name} must have shape ({n},) (one value per correspondence), got {q.shape}")
     if not np.isfinite(q).all():
         raise ValueError(f"{name} has NaN or infinite values")
-    return q
+    return np.ascontiguousarray(q)
 
 
 def _size(size, name: str):
@@ -310,11 +311,7 @@ def _kernel_args2(conf: RansacConf) -> tuple:
     )
 
 
-def _order(quality: np.ndarray | None, conf: RansacConf):
-    if quality is None or not conf.prosac:
-        return None
-    # Best first; stable so that equal qualities keep the caller's order.
-    return np.argsort(-quality, kind="stable")
+_NO_QUALITY = np.zeros(0)
 
 
 # ---------------------------------------------------------------- public API
@@ -348,17 +345,12 @@ def ransac(src, dst, model: str | None = None, residual_threshold: float | None 
     quality = _quality(quality, len(src))
     src_size = _size(src_size, "src_size")
     dst_size = _size(dst_size, "dst_size")
-    order = _order(quality, conf)
-    s, d = (src, dst) if order is None else (src[order], dst[order])
+    prosac = quality is not None and conf.prosac
     H = np.zeros((3, 3))
     mask = np.zeros(len(src), dtype=np.bool_)
     info = np.zeros(4)
-    verify_pair(s, d, *_kernel_args(conf), order is not None, *_kernel_args2(conf), np.uint64(seed),
-                int(conf.grid), _sizes_row(src_size, dst_size), H, mask, info)
-    if order is not None:
-        unsorted = np.empty_like(mask)
-        unsorted[order] = mask
-        mask = unsorted
+    verify_pair(src, dst, quality if prosac else _NO_QUALITY, *_kernel_args(conf), prosac, *_kernel_args2(conf),
+                np.uint64(seed), int(conf.grid), _sizes_row(src_size, dst_size), H, mask, info)
     return _result(H if info[0] else None, mask, info, conf)
 
 
@@ -432,30 +424,19 @@ def ransac_many(src, dst, offsets=None, model: str | None = None, residual_thres
     dst_sizes = _per_pair(dst_size, num, "dst_size", _size)
 
     use_prosac = quality is not None and conf.prosac
-    if use_prosac:
-        # Sort each pair's rows by quality, best first, keeping rows within their pair.
-        pair_of_row = np.repeat(np.arange(num), np.diff(offs))
-        order = np.lexsort((-quality, pair_of_row))
-        s, d = cat_src[order], cat_dst[order]
-    else:
-        order = None
-        s, d = cat_src, cat_dst
     seeds = np.array([pair_seed_kernel(np.uint64(seed), np.uint64(p)) for p in range(num)], dtype=np.uint64)
     sizes = np.array([_sizes_row(a, b) for a, b in zip(src_sizes, dst_sizes)], dtype=np.float64).reshape(num, 4)
     models = np.zeros((num, 3, 3))
-    mask = np.zeros(len(s), dtype=np.bool_)
+    mask = np.zeros(len(cat_src), dtype=np.bool_)
     info = np.zeros((num, 4))
     if num:
         from numba import parallel_chunksize
 
         # Pairs differ a lot in cost: hand them out one at a time.
         with parallel_chunksize(1):
-            verify_batch(np.ascontiguousarray(s), np.ascontiguousarray(d), offs, *_kernel_args(conf), use_prosac,
+            verify_batch(np.ascontiguousarray(cat_src), np.ascontiguousarray(cat_dst),
+                         quality if use_prosac else _NO_QUALITY, offs, *_kernel_args(conf), use_prosac,
                          *_kernel_args2(conf), seeds, int(conf.grid), sizes, models, mask, info)
-    if order is not None:
-        unsorted = np.empty_like(mask)
-        unsorted[order] = mask
-        mask = unsorted
     return [
         _result(models[p].copy() if info[p, 0] else None, mask[offs[p]:offs[p + 1]].copy(), info[p], conf)
         for p in range(num)
