@@ -11,8 +11,8 @@ Importing this package is cheap and never imports TensorFlow.
 from .candidates import Candidates
 from .search import Index, SearchConf, open_index
 from .store import FORMAT_VERSION, IndexFileError, IndexLockedError
-from .writer import IndexConf, add_to_index, build_index, build_index_from_features, compact_index, index_info, \
-    remove_from_index
+from .writer import (IndexConf, add_to_index, build_index, build_index_from_features, compact_index,
+                     index_info, remove_from_index)
 
 __all__ = [
     "Candidates", "FORMAT_VERSION", "Index", "IndexConf", "IndexFileError", "IndexLockedError", "SearchConf",

@@ -14,14 +14,15 @@ import numpy as np
 
 @dataclass
 class Candidates:
-    """Top-N database photos for one query, ranked by votes, with their
-    putative correspondences.
+    """Top-N database photos for one query, ranked by (weighted) votes, with
+    their putative correspondences.
 
     Per candidate photo (M rows, best first):
       names        list of M photo names (as in the features file)
       photo_ids    int64 (M,)  the index's photo ids
       votes        int32 (M,)  query keypoints whose k nearest neighbours hit the photo
-      scores       float32 (M,) sum of those matches' cosine similarities (breaks vote ties)
+      scores       float32 (M,) those matches' summed weights (SearchConf.weighting), the
+                   ranking key (with weighting "count": votes first, scores break ties)
       image_sizes  int32 (M, 2) (width, height) of each database photo
       offsets      int64 (M+1,) candidate i owns correspondence rows offsets[i]:offsets[i+1]
 

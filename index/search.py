@@ -21,6 +21,7 @@ from .store import IndexFileError
 log = logging.getLogger("index")
 
 MODES = ("auto", "annoy", "exact")
+WEIGHTINGS = ("gaussian", "similarity", "count")
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,21 @@ class SearchConf:
     exact_below: int = 50000
     threads: int = 0  # 0: one per core
     max_distance: float | None = None  # drop neighbours farther than this (unit-vector distance)
+    # How a match counts towards its photo's score, the ranking key:
+    # "gaussian": exp(-d^2 / sigma^2); "similarity": the cosine 1 - d^2 / 2;
+    # "count": 1 (ties broken by summed cosine). The Gaussian lets near matches
+    # dominate: far neighbours, the ones an approximate search swaps for
+    # others, barely move the ranking.
+    weighting: str = "gaussian"
+    sigma: float = 0.4
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
+        if not float(self.sigma) > 0:
+            raise ValueError(f"sigma must be > 0, got {self.sigma}")
         for name in ("k", "search_k", "top_n"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -53,7 +65,8 @@ class SearchConf:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown search conf keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            raise ValueError(
+                f"unknown search conf keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         return cls(**d)
 
     def to_dict(self) -> dict:
@@ -223,8 +236,8 @@ class Index:
         diff = describe_mismatch(self.extractor_conf, dict(query_conf))
         if diff:
             raise ValueError(
-                f"the query was extracted with a different extractor conf than the index {self.path} ({diff}); "
-                f"extract it with the index's conf"
+                f"the query was extracted with a different extractor conf than the index {self.path} "
+                f"({diff}); extract it with the index's conf"
             )
 
     def close(self) -> None:
@@ -307,7 +320,8 @@ class Index:
             dist = np.take_along_axis(dist, order, 1)
         return rows, dist, modes, snap
 
-    def search(self, query, conf: SearchConf | None = None, query_conf=None, keep_knn: bool = False) -> Candidates:
+    def search(self, query, conf: SearchConf | None = None, query_conf=None,
+               keep_knn: bool = False) -> Candidates:
         """The top-N photos for a query's ``Features`` (or bare descriptors), with
         putative correspondences. ``query_conf`` (the resolved extractor conf of
         the query) is checked against the index's when given. ``keep_knn`` puts
@@ -325,7 +339,7 @@ class Index:
                 f"extract the query with the index's conf"
             )
         rows, dist, modes, snap = self.knn(desc, conf)
-        cands = _vote(snap, rows, dist, np.asarray(q_xy, np.float32), conf, modes)
+        cands = vote(snap, rows, dist, np.asarray(q_xy, np.float32), conf, modes)
         if keep_knn:
             cands.extra.update(knn_rows=rows, knn_distances=dist)
         return cands
@@ -378,7 +392,10 @@ def _exact_block(seg, dead, q, k):
     return np.where(found, best_i, -1), dist
 
 
-def _vote(snap: _Snapshot, rows, dist, q_xy, conf: SearchConf, modes) -> Candidates:
+def vote(snap: _Snapshot, rows, dist, q_xy, conf: SearchConf, modes=()) -> Candidates:
+    """Candidates from k-NN results (``Index.knn``'s rows and distances of that
+    snapshot): one correspondence per query keypoint and photo (its nearest
+    hit there), photos ranked by their weighted votes."""
     n_q, k = rows.shape
     valid = rows >= 0
     if conf.max_distance is not None:
@@ -394,9 +411,16 @@ def _vote(snap: _Snapshot, rows, dist, q_xy, conf: SearchConf, modes) -> Candida
     first[1:] = (photo[1:] != photo[:-1]) | (qi[1:] != qi[:-1])
     photo, qi, r, d = photo[first], qi[first], r[first], d[first]
     uniq, start, votes = np.unique(photo, return_index=True, return_counts=True)
-    sim = 1.0 - 0.5 * d.astype(np.float64) ** 2
-    scores = np.add.reduceat(sim, start) if len(start) else np.zeros(0)
-    rank = np.lexsort((uniq, -scores, -votes))[: conf.top_n]
+    d64 = d.astype(np.float64)
+    if conf.weighting == "gaussian":
+        weight = np.exp(-(d64 / conf.sigma) ** 2)
+    else:
+        weight = 1.0 - 0.5 * d64 ** 2
+    scores = np.add.reduceat(weight, start) if len(start) else np.zeros(0)
+    if conf.weighting == "count":
+        rank = np.lexsort((uniq, -scores, -votes))[: conf.top_n]
+    else:
+        rank = np.lexsort((uniq, -votes, -scores))[: conf.top_n]
     cand_ids = uniq[rank]
     offsets = np.zeros(len(rank) + 1, np.int64)
     offsets[1:] = np.cumsum(votes[rank])

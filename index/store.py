@@ -170,8 +170,9 @@ def read_manifest(index_dir: str) -> dict:
         if not isinstance(m.get(key), typ):
             raise IndexFileError(f"{path}: corrupt manifest (field {key!r} missing or not {typ.__name__})")
     for seg in m["segments"]:
-        if not (isinstance(seg, dict) and isinstance(seg.get("name"), str) and isinstance(seg.get("files"), dict)
-                and isinstance(seg.get("descriptors"), int) and isinstance(seg.get("photos"), int)):
+        if not (isinstance(seg, dict) and isinstance(seg.get("name"), str)
+                and isinstance(seg.get("files"), dict) and isinstance(seg.get("descriptors"), int)
+                and isinstance(seg.get("photos"), int)):
             raise IndexFileError(f"{path}: corrupt manifest (bad segment entry {seg!r:.200})")
         if os.sep in seg["name"] or not seg["name"].startswith(SEGMENT_PREFIX):
             raise IndexFileError(f"{path}: corrupt manifest (bad segment name {seg['name']!r})")
@@ -298,7 +299,8 @@ class Segment:
             except (ValueError, OSError, EOFError) as exc:
                 raise IndexFileError(f"{p}: corrupt array file ({exc}); rebuild the index") from None
             want_rows = rows["photo" if fname.startswith("photo_") else "desc"]
-            want_shape = (want_rows,) if trailing is None else (want_rows, dim if trailing == "D" else trailing)
+            width = dim if trailing == "D" else trailing
+            want_shape = (want_rows,) if trailing is None else (want_rows, width)
             if arr.dtype != np.dtype(dtype) or arr.shape != want_shape:
                 raise IndexFileError(
                     f"{p}: corrupt array file ({arr.dtype}{arr.shape}, expected {dtype}{want_shape}); "
@@ -417,7 +419,8 @@ class WriterLock:
         if previous:
             # The holder's content survives only if it died before releasing.
             pid = _parse_pid(previous)
-            state = "no longer running" if pid is not None and not _pid_alive(pid) else "lock released by the kernel"
+            dead = pid is not None and not _pid_alive(pid)
+            state = "no longer running" if dead else "lock released by the kernel"
             self.broke_stale = previous
             log.warning(
                 "%s: broke a stale writer lock (%s; %s): that writer was killed mid-operation; its "
@@ -426,8 +429,8 @@ class WriterLock:
             )
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"pid={os.getpid()} host={socket.gethostname()} since={time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
-                 .encode())
+        since = time.strftime("%Y-%m-%dT%H:%M:%S")
+        os.write(fd, f"pid={os.getpid()} host={socket.gethostname()} since={since}\n".encode())
         os.fsync(fd)
         return self
 

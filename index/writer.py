@@ -43,7 +43,8 @@ class IndexConf:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown index conf keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            raise ValueError(
+                f"unknown index conf keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         return cls(**d)
 
     def to_dict(self) -> dict:
@@ -390,8 +391,9 @@ def index_info(index_dir: str | os.PathLike, check: str = "size") -> dict:
         removed += int(is_dead.sum())
         descriptors += int(counts[~is_dead].sum())
         stored += entry["descriptors"]
-        segments.append({"name": entry["name"], "photos": entry["photos"], "descriptors": entry["descriptors"],
-                         "n_trees": entry.get("n_trees"), "bytes": store.segment_bytes(entry)})
+        segments.append({"name": entry["name"], "photos": entry["photos"],
+                         "descriptors": entry["descriptors"], "n_trees": entry.get("n_trees"),
+                         "bytes": store.segment_bytes(entry)})
     total_bytes = sum(s["bytes"] for s in segments) + os.path.getsize(store.manifest_path(index_dir))
     return {
         "path": index_dir,

@@ -82,7 +82,7 @@ def test_candidates_are_consistent(db):
     assert isinstance(c, Candidates) and len(c) == 8 and c.names[0] == "p/031.jpg"
     assert c.n_query == len(q) and c.offsets[0] == 0 and c.offsets[-1] == len(c.query_idx)
     assert np.array_equal(np.diff(c.offsets), c.votes)
-    assert np.all(np.diff(c.votes) <= 0)  # ranked by votes
+    assert np.all(np.diff(c.scores) <= 0)  # ranked by weighted votes
     assert c.query_idx.dtype == np.int32 and c.db_idx.dtype == np.int32 and c.photo_ids.dtype == np.int64
     for i, (name, corr) in enumerate(c):
         feats = photos[name]
@@ -96,6 +96,20 @@ def test_candidates_are_consistent(db):
     # the matches of the true photo are its own keypoints
     top = c.correspondences(0)
     assert np.mean(photos["p/031.jpg"].locations[top["db_idx"]] * 0.5 + 3 == top["query_xy"]) > 0.9
+
+
+def test_weightings(db):
+    q = noisy_query(db["photos"]["p/021.jpg"], 6)
+    with Index(db["single"]) as idx:
+        count = idx.search(q, SearchConf(weighting="count", top_n=10))
+        sim = idx.search(q, SearchConf(weighting="similarity", top_n=10))
+        gauss = idx.search(q, SearchConf(weighting="gaussian", sigma=0.3, top_n=10))
+    assert count.names[0] == sim.names[0] == gauss.names[0] == "p/021.jpg"
+    assert np.all(np.diff(count.votes) <= 0)
+    for c, w in ((sim, lambda d: 1 - d ** 2 / 2), (gauss, lambda d: np.exp(-(d / 0.3) ** 2))):
+        assert np.all(np.diff(c.scores) <= 0)
+        expect = [w(c.distances[c.offsets[i]:c.offsets[i + 1]]).sum() for i in range(len(c))]
+        assert np.allclose(c.scores, expect, rtol=1e-5)
 
 
 def test_threads_and_max_distance(db):

@@ -131,7 +131,8 @@ def test_add_refuses_other_extractor_conf(tmp_path, two_files):
     build_index(idx_dir, [fa], FAST)
     other = dict(CONF, backbone="resnet50", scales=[0.5, 1.0])
     fo = write_features(tmp_path / "other.h5", make_photos("o/", 2, seed=9), other)
-    with pytest.raises(ValueError, match=r"different extractor conf.*backbone: 'synthetic' vs 'resnet50'.*scales"):
+    with pytest.raises(ValueError,
+                       match=r"different extractor conf.*backbone: 'synthetic' vs 'resnet50'.*scales"):
         add_to_index(idx_dir, fo, FAST)
     with pytest.raises(ValueError, match="different extractor conf"):
         build_index(tmp_path / "mixed.idx", [fa, fo], FAST)
@@ -229,7 +230,8 @@ def test_wrong_format_version(built):
     m = json.load(open(p))
     m["format_version"] = 99
     json.dump(m, open(p, "w"))
-    with pytest.raises(IndexFileError, match=r"manifest.json: index format version 99, this engine reads version 1"):
+    with pytest.raises(IndexFileError,
+                       match=r"manifest.json: index format version 99, this engine reads version 1"):
         Index(idx_dir)
 
 
@@ -240,7 +242,8 @@ def test_truncated_segment_file(built, name):
     size = os.path.getsize(p)
     with open(p, "r+b") as f:
         f.truncate(size // 2)
-    with pytest.raises(IndexFileError, match=rf"{name}: truncated: {size // 2} bytes, the manifest says {size}"):
+    with pytest.raises(IndexFileError,
+                       match=rf"{name}: truncated: {size // 2} bytes, the manifest says {size}"):
         Index(idx_dir)
 
 

@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from index.search import WEIGHTINGS
+
 DEFAULT_TREES = "8,16,32"
 DEFAULT_SEARCH_K = "2000,5000,10000,20000,40000"
 DEFAULT_CROSSOVER = "25000,50000,100000,200000,400000"
@@ -35,13 +37,15 @@ def register(sub) -> None:
     p.add_argument("--features", required=True, help="database features (HDF5 from `delf extract`)")
     p.add_argument("--gnd", required=True, help="ground truth JSON with the queries and their bbx")
     p.add_argument("--json", required=True, dest="json_out", help="write the results here")
-    p.add_argument("--queries", help="features of the cropped queries: read when the file exists, otherwise "
-                                     "extracted with the database's conf and written there (default: extracted, "
-                                     "not kept)")
+    p.add_argument("--queries", help="features of the cropped queries: read when the file exists, "
+                                     "otherwise extracted with the database's conf and written there "
+                                     "(default: extracted, not kept)")
     p.add_argument("--images", help="folder of the query photos (default: queries/ next to GND)")
-    p.add_argument("--threads", type=int, default=0, help="search threads, exact and Annoy (default: 0 = cores)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="search threads, exact and Annoy (default: 0 = cores)")
     p.add_argument("--trees", default=DEFAULT_TREES, help="tree counts of the curve (default: %(default)s)")
-    p.add_argument("--search-k", default=DEFAULT_SEARCH_K, help="search_k values of the curve (default: %(default)s)")
+    p.add_argument("--search-k", default=DEFAULT_SEARCH_K,
+                   help="search_k values of the curve (default: %(default)s)")
     p.add_argument("--crossover-sizes", default=DEFAULT_CROSSOVER,
                    help="database sizes (descriptors) timed to find where Annoy overtakes the exact search; "
                         "empty to skip (default: %(default)s)")
@@ -50,8 +54,10 @@ def register(sub) -> None:
     p.add_argument("--jitter", type=float, default=0.3,
                    help="norm of the noise added to each copy before renormalising (default: %(default)s)")
     p.add_argument("--sample", type=int, default=2000,
-                   help="query descriptors searched on the scaled set and for the crossover (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=2, help="timed runs per setting, the minimum kept (default: 2)")
+                   help="query descriptors searched on the scaled set and for the crossover "
+                        "(default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="timed runs per setting, the minimum kept (default: 2)")
     p.add_argument("--workdir", help="where the indexes are built (default: a temporary folder, removed)")
     p.add_argument("--seed", type=int, default=0, help="sampling and jitter seed (default: 0)")
     p.set_defaults(func=run)
@@ -132,7 +138,9 @@ def load_queries(gnd_path: str, db_conf: dict, queries: str | None, images: str 
         img = np.asarray(Image.open(path).convert("RGB"))
         x1, y1, x2, y2 = q["bbx"]
         h, w = img.shape[:2]
-        crop = img[max(0, int(np.floor(y1))):min(h, int(np.ceil(y2))), max(0, int(np.floor(x1))):min(w, int(np.ceil(x2)))]
+        top, bottom = max(0, int(np.floor(y1))), min(h, int(np.ceil(y2)))
+        left, right = max(0, int(np.floor(x1))), min(w, int(np.ceil(x2)))
+        crop = img[top:bottom, left:right]
         out.append((q["query"], ex.extract(np.ascontiguousarray(crop))))
     if queries:
         with FeatureWriter(queries, resolved) as w:
@@ -142,6 +150,12 @@ def load_queries(gnd_path: str, db_conf: dict, queries: str | None, images: str 
 
 
 # ---------------------------------------------------------------- measuring
+
+
+def _warm(idx, desc, conf) -> None:
+    """One untimed pass of each mode: page cache, mappings, kernels, thread pool."""
+    for mode in ("exact", "annoy"):
+        idx.knn(desc[:256], conf.replace(mode=mode))
 
 
 def _time_searches(idx, queries, conf, repeats: int, keep: bool = True):
@@ -185,6 +199,35 @@ def shortlist_agreement(exact_answers, approx_answers, top: int = 100) -> float:
         ref = set(e.names[:top])
         fr.append(len(ref & set(a.names[:top])) / max(1, len(ref)))
     return float(np.mean(fr))
+
+
+def _revote(snap, answers, qs, conf):
+    from index.search import vote
+
+    return [vote(snap, c.extra["knn_rows"], c.extra["knn_distances"], f.locations, conf)
+            for c, (_, f) in zip(answers, qs)]
+
+
+def _shortlist_recall(gnd_path, qs, exact_answers, approx_answers, snap, conf):
+    """Share of each query's positives (easy + hard of GND) in the top 100, per
+    weighting, exact and Annoy: how good a shortlist each ranking makes."""
+    with open(gnd_path) as f:
+        gnd = {q["query"]: q for q in json.load(f)["queries"]}
+    if not all(name in gnd and ("easy" in gnd[name] or "hard" in gnd[name]) for name, _ in qs):
+        return None
+    out = {}
+    for w in WEIGHTINGS:
+        wc = conf.replace(weighting=w)
+        for label, answers in (("exact", exact_answers), ("annoy", approx_answers)):
+            ranked = _revote(snap, answers, qs, wc)
+            fr = []
+            for (name, _), c in zip(qs, ranked):
+                pos = set(gnd[name].get("easy", [])) | set(gnd[name].get("hard", []))
+                if pos:
+                    top = {os.path.splitext(n)[0] for n in c.names[:100]}
+                    fr.append(len(pos & top) / len(pos))
+            out[f"{w}_{label}"] = float(np.mean(fr)) if fr else None
+    return out
 
 
 def _dir_bytes(info: dict) -> int:
@@ -234,6 +277,7 @@ def bench_index(features: str, gnd: str, queries: str | None = None, images: str
         for nt in trees:
             with Index(builds[nt]["path"]) as idx:
                 idx.check_query_conf(q_conf)
+                _warm(idx, qs[0][1].descriptors, default_search)
                 if exact_s is None:
                     exact_s, exact_ans = _time_searches(idx, qs, exact_conf, 1)
                     exact_rows, exact_dist = _stack_knn(exact_ans)
@@ -254,23 +298,38 @@ def bench_index(features: str, gnd: str, queries: str | None = None, images: str
                     rows, dist = _stack_knn(ans)
                     r1, r10 = recalls(exact_dist, exact_rows, dist, rows)
                     entry = {
-                        "n_trees": nt, "search_k": sk, "recall_at_1": r1, "recall_at_10": r10,
-                        "ms_per_1000": s / n_qdesc * 1e6,
+                        "n_trees": nt, "search_k": sk, "weighting": conf.weighting,
+                        "recall_at_1": r1, "recall_at_10": r10, "ms_per_1000": s / n_qdesc * 1e6,
                         "shortlist_agreement": shortlist_agreement(exact_ans, ans),
-                        "build_s": builds[nt]["build_s"], "bytes_per_descriptor": builds[nt]["bytes_per_descriptor"],
+                        "build_s": builds[nt]["build_s"],
+                        "bytes_per_descriptor": builds[nt]["bytes_per_descriptor"],
                     }
                     curve.append(entry)
-                    if is_default:
-                        default_entry = entry
                     log(f"trees {nt} search_k {sk}: R@1 {r1:.3f} R@10 {r10:.3f} "
                         f"{entry['ms_per_1000']:.0f} ms/1000 agreement {entry['shortlist_agreement']:.3f}")
+                    if is_default:
+                        default_entry = entry
+                        # The same neighbours ranked by the other weightings.
+                        snap = idx.snapshot()
+                        for w in WEIGHTINGS:
+                            if w == conf.weighting:
+                                continue
+                            wc = conf.replace(weighting=w)
+                            agree = shortlist_agreement(_revote(snap, exact_ans, qs, wc),
+                                                        _revote(snap, ans, qs, wc))
+                            curve.append(dict(entry, weighting=w, shortlist_agreement=agree))
+                            log(f"  weighting {w}: agreement {agree:.3f}")
+                        positives = _shortlist_recall(gnd, qs, exact_ans, ans, snap, conf)
+                        if positives is not None:
+                            entry["shortlist_positives"] = positives
         exact_ms = exact_s / n_qdesc * 1e6
         for e in curve:
             e["speedup_vs_exact"] = exact_ms / e["ms_per_1000"]
 
         all_q = np.concatenate([f.descriptors for _, f in qs])
         q_sample = all_q[rng.choice(len(all_q), min(sample, len(all_q)), replace=False)]
-        crossover = _crossover(db_items, db_conf, q_sample, crossover_sizes, default_search, repeats, tmp, rng, log)
+        crossover = _crossover(db_items, db_conf, q_sample, crossover_sizes, default_search, repeats, tmp,
+                               rng, log)
 
         scaled_result = None
         if scaled != 0:
@@ -291,8 +350,9 @@ def bench_index(features: str, gnd: str, queries: str | None = None, images: str
             "shortlist_agreement": default_entry["shortlist_agreement"],
             "curve": curve,
             "scaled": scaled_result,
-            "setup": {"features": os.path.abspath(features), "gnd": os.path.abspath(gnd), "photos": len(db_items),
-                      "queries": len(qs), "query_descriptors": n_qdesc, "threads": threads, "repeats": repeats,
+            "setup": {"features": os.path.abspath(features), "gnd": os.path.abspath(gnd),
+                      "photos": len(db_items), "queries": len(qs), "query_descriptors": n_qdesc,
+                      "threads": threads, "repeats": repeats,
                       "jitter": jitter, "sample": int(len(q_sample)), "seed": seed,
                       "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg())},
         }
@@ -319,8 +379,8 @@ def _crossover(db_items, db_conf, q_sample, sizes, search, repeats, tmp, rng, lo
                 break
         path = os.path.join(tmp, f"crossover-{size}.idx")
         build_index_from_features(path, items, db_conf, overwrite=True)
-        # exact_below=0 forces Annoy on every segment, whatever the default crossover.
         with Index(path) as idx:
+            _warm(idx, q_sample, search)
             te, ta = np.inf, np.inf
             for _ in range(max(1, repeats)):
                 te = min(te, _time_knn(idx, q_sample, search.replace(mode="exact"), 1)[0])
@@ -328,8 +388,8 @@ def _crossover(db_items, db_conf, q_sample, sizes, search, repeats, tmp, rng, lo
         shutil.rmtree(path, ignore_errors=True)
         points.append({"descriptors": n, "exact_ms_per_1000": te / len(q_sample) * 1e6,
                        "annoy_ms_per_1000": ta / len(q_sample) * 1e6})
-        log(f"crossover {n}: exact {points[-1]['exact_ms_per_1000']:.0f} annoy {points[-1]['annoy_ms_per_1000']:.0f}"
-            f" ms/1000")
+        log(f"crossover {n}: exact {points[-1]['exact_ms_per_1000']:.0f} "
+            f"annoy {points[-1]['annoy_ms_per_1000']:.0f} ms/1000")
     # Exact cost grows with the size, Annoy's barely: the crossover is where the
     # ratio passes 1, interpolated in log size between the bracketing points.
     at = None
@@ -338,7 +398,8 @@ def _crossover(db_items, db_conf, q_sample, sizes, search, repeats, tmp, rng, lo
         rb = b["exact_ms_per_1000"] / b["annoy_ms_per_1000"]
         if ra < 1 <= rb:
             f = (0 - np.log(ra)) / (np.log(rb) - np.log(ra))
-            at = int(np.exp(np.log(a["descriptors"]) + f * (np.log(b["descriptors"]) - np.log(a["descriptors"]))))
+            la, lb = np.log(a["descriptors"]), np.log(b["descriptors"])
+            at = int(np.exp(la + f * (lb - la)))
             break
     if at is None and points and points[0]["exact_ms_per_1000"] >= points[0]["annoy_ms_per_1000"]:
         at = points[0]["descriptors"]
@@ -359,7 +420,8 @@ def _scaled(db_items, db_conf, target, jitter, q_sample, search, repeats, tmp, r
             for name, f in db_items:
                 if not len(f):
                     continue
-                noise = rng.standard_normal(f.descriptors.shape).astype(np.float32) * (jitter / np.sqrt(f.dim))
+                noise = rng.standard_normal(f.descriptors.shape).astype(np.float32)
+                noise *= jitter / np.sqrt(f.dim)
                 d = f.descriptors + noise
                 d /= np.linalg.norm(d, axis=1, keepdims=True)
                 yield f"{name}#copy{j + 1}", Features(f.locations, d, f.scales, f.scores, f.image_size)
@@ -371,6 +433,7 @@ def _scaled(db_items, db_conf, target, jitter, q_sample, search, repeats, tmp, r
     n = info["descriptors"]
     log(f"scaled: {n} descriptors built in {build_s:.1f} s")
     with Index(path) as idx:
+        _warm(idx, q_sample, search)
         te, ta = np.inf, np.inf
         for _ in range(max(1, repeats)):
             s, er, ed = _time_knn(idx, q_sample, search.replace(mode="exact"), 1)

@@ -8,9 +8,9 @@ def register(sub) -> None:
 
     d = IndexConf()
     p = sub.add_parser("index", help="build and maintain the Annoy descriptor index",
-                       description="An index is a directory: a manifest, and one segment (Annoy file plus "
-                                   ".npy sidecars) per build, add or compact. One writer at a time; any number "
-                                   "of readers, who always see the last complete state.")
+                       description="An index is a directory: a manifest, and one segment (Annoy file "
+                                   "plus .npy sidecars) per build, add or compact. One writer at a time; "
+                                   "any number of readers, who always see the last complete state.")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION")
     isub.required = True
 
@@ -74,7 +74,8 @@ def format_info(info: dict) -> str:
         f"photos       {info['photos']}" + (f" ({info['removed_photos']} removed, awaiting compact)"
                                             if info["removed_photos"] else ""),
         f"descriptors  {info['descriptors']} x {info['dim']}-D"
-        + (f" ({info['stored_descriptors']} stored)" if info["stored_descriptors"] != info["descriptors"] else ""),
+        + (f" ({info['stored_descriptors']} stored)"
+           if info["stored_descriptors"] != info["descriptors"] else ""),
         f"segments     {len(info['segments'])}",
         f"on disk      {_mib(info['bytes_on_disk'])} ({info['bytes_on_disk']} bytes)",
         f"annoy        {info['index_conf'].get('n_trees')} trees, seed {info['index_conf'].get('seed')}",
@@ -82,7 +83,8 @@ def format_info(info: dict) -> str:
         f"-> {conf.get('descriptor_dim', conf.get('pca_dim'))}-D",
     ]
     for s in info["segments"]:
-        lines.append(f"  {s['name']}  {s['photos']} photos  {s['descriptors']} descriptors  {_mib(s['bytes'])}")
+        lines.append(f"  {s['name']}  {s['photos']} photos  {s['descriptors']} descriptors  "
+                     f"{_mib(s['bytes'])}")
     return "\n".join(lines)
 
 
