@@ -254,6 +254,25 @@ def model_ok(model_id, H, min_scale2, max_scale2, allow_reflection):
 
 
 @njit(cache=True)
+def sample_size(model_id):
+    return 3 if model_id == AFFINE else (2 if model_id == SIMILARITY else 4)
+
+
+@njit(cache=True)
+def set_affine(H, a, b, c, d, tx, ty):
+    """H = [[a, b, tx], [c, d, ty], [0, 0, 1]]."""
+    H[0, 0] = a
+    H[0, 1] = b
+    H[0, 2] = tx
+    H[1, 0] = c
+    H[1, 1] = d
+    H[1, 2] = ty
+    H[2, 0] = 0.0
+    H[2, 1] = 0.0
+    H[2, 2] = 1.0
+
+
+@njit(cache=True)
 def fit_affine3(sx, sy, dx, dy, idx, H):
     """Affine map through three correspondences (Cramer's rule). False if singular."""
     i = idx[0]
@@ -276,15 +295,7 @@ def fit_affine3(sx, sy, dx, dy, idx, H):
     b = (x1 * u2 - x2 * u1) * inv
     c = (v1 * y2 - v2 * y1) * inv
     d = (x1 * v2 - x2 * v1) * inv
-    H[0, 0] = a
-    H[0, 1] = b
-    H[0, 2] = dx[i] - a * sx[i] - b * sy[i]
-    H[1, 0] = c
-    H[1, 1] = d
-    H[1, 2] = dy[i] - c * sx[i] - d * sy[i]
-    H[2, 0] = 0.0
-    H[2, 1] = 0.0
-    H[2, 2] = 1.0
+    set_affine(H, a, b, c, d, dx[i] - a * sx[i] - b * sy[i], dy[i] - c * sx[i] - d * sy[i])
     return True
 
 
@@ -303,15 +314,7 @@ def fit_similarity2(sx, sy, dx, dy, idx, H):
     # (a + ib) = (qx + i qy) / (px + i py)
     a = (qx * px + qy * py) / n
     b = (qy * px - qx * py) / n
-    H[0, 0] = a
-    H[0, 1] = -b
-    H[0, 2] = dx[i] - a * sx[i] + b * sy[i]
-    H[1, 0] = b
-    H[1, 1] = a
-    H[1, 2] = dy[i] - b * sx[i] - a * sy[i]
-    H[2, 0] = 0.0
-    H[2, 1] = 0.0
-    H[2, 2] = 1.0
+    set_affine(H, a, -b, b, a, dx[i] - a * sx[i] + b * sy[i], dy[i] - b * sx[i] - a * sy[i])
     return True
 
 
@@ -452,8 +455,8 @@ def fit_minimal(model_id, sx, sy, dx, dy, idx, H):
 
 
 @njit(cache=True)
-def fit_affine_lsq(sx, sy, dx, dy, w, H):
-    """Weighted least-squares affine map (weights w >= 0; zero weight = unused)."""
+def weighted_means(sx, sy, dx, dy, w):
+    """Total weight and weighted centroids (mx, my) of the sources, (mu, mv) of the destinations."""
     sw = 0.0
     mx = 0.0
     my = 0.0
@@ -467,12 +470,20 @@ def fit_affine_lsq(sx, sy, dx, dy, w, H):
             my += wi * sy[i]
             mu += wi * dx[i]
             mv += wi * dy[i]
+    if sw > 0.0:
+        mx /= sw
+        my /= sw
+        mu /= sw
+        mv /= sw
+    return sw, mx, my, mu, mv
+
+
+@njit(cache=True)
+def fit_affine_lsq(sx, sy, dx, dy, w, H):
+    """Weighted least-squares affine map (weights w >= 0; zero weight = unused)."""
+    sw, mx, my, mu, mv = weighted_means(sx, sy, dx, dy, w)
     if sw <= 0.0:
         return False
-    mx /= sw
-    my /= sw
-    mu /= sw
-    mv /= sw
     # Centred normal equations: the translation drops out of the 2x2 system.
     sxx = 0.0
     sxy = 0.0
@@ -503,40 +514,16 @@ def fit_affine_lsq(sx, sy, dx, dy, w, H):
     bb = (syu * sxx - sxu * sxy) * inv
     c = (sxv * syy - syv * sxy) * inv
     d = (syv * sxx - sxv * sxy) * inv
-    H[0, 0] = a
-    H[0, 1] = bb
-    H[0, 2] = mu - a * mx - bb * my
-    H[1, 0] = c
-    H[1, 1] = d
-    H[1, 2] = mv - c * mx - d * my
-    H[2, 0] = 0.0
-    H[2, 1] = 0.0
-    H[2, 2] = 1.0
+    set_affine(H, a, bb, c, d, mu - a * mx - bb * my, mv - c * mx - d * my)
     return True
 
 
 @njit(cache=True)
 def fit_similarity_lsq(sx, sy, dx, dy, w, H):
     """Weighted least-squares similarity (no reflection), closed form."""
-    sw = 0.0
-    mx = 0.0
-    my = 0.0
-    mu = 0.0
-    mv = 0.0
-    for i in range(sx.shape[0]):
-        wi = w[i]
-        if wi > 0.0:
-            sw += wi
-            mx += wi * sx[i]
-            my += wi * sy[i]
-            mu += wi * dx[i]
-            mv += wi * dy[i]
+    sw, mx, my, mu, mv = weighted_means(sx, sy, dx, dy, w)
     if sw <= 0.0:
         return False
-    mx /= sw
-    my /= sw
-    mu /= sw
-    mv /= sw
     den = 0.0
     pa = 0.0
     pb = 0.0
@@ -554,15 +541,7 @@ def fit_similarity_lsq(sx, sy, dx, dy, w, H):
         return False
     a = pa / den
     b = pb / den
-    H[0, 0] = a
-    H[0, 1] = -b
-    H[0, 2] = mu - a * mx + b * my
-    H[1, 0] = b
-    H[1, 1] = a
-    H[1, 2] = mv - b * mx - a * my
-    H[2, 0] = 0.0
-    H[2, 1] = 0.0
-    H[2, 2] = 1.0
+    set_affine(H, a, -b, b, a, mu - a * mx + b * my, mv - b * mx - a * my)
     return True
 
 
@@ -1042,6 +1021,31 @@ def denormalise(B, ss, scx, scy, ds, dcx, dcy, projective, out):
 
 
 @njit(cache=True)
+def clear_result(out_model, out_mask):
+    """The "no model" result: a zero matrix and no inliers."""
+    for i in range(out_mask.shape[0]):
+        out_mask[i] = False
+    for r in range(3):
+        for c in range(3):
+            out_model[r, c] = 0.0
+
+
+@njit(cache=True)
+def bounding_box(xs, ys):
+    """(x0, y0, x1, y1) of non-empty coordinate vectors."""
+    x0 = xs[0]
+    x1 = xs[0]
+    y0 = ys[0]
+    y1 = ys[0]
+    for i in range(1, xs.shape[0]):
+        x0 = min(x0, xs[i])
+        x1 = max(x1, xs[i])
+        y0 = min(y0, ys[i])
+        y1 = max(y1, ys[i])
+    return x0, y0, x1, y1
+
+
+@njit(cache=True)
 def ransac_core(src, dst, model_id, thr, confidence, min_trials, max_trials, order,
                 min_scale, max_scale, allow_reflection, lo_iters, final_iters, seed,
                 out_model, out_mask):
@@ -1056,12 +1060,8 @@ def ransac_core(src, dst, model_id, thr, confidence, min_trials, max_trials, ord
     (inlier count, trials). An inlier count of 0 means no model.
     """
     n = src.shape[0]
-    m = 3 if model_id == AFFINE else (2 if model_id == SIMILARITY else 4)
-    for i in range(n):
-        out_mask[i] = False
-    for r in range(3):
-        for c in range(3):
-            out_model[r, c] = 0.0
+    m = sample_size(model_id)
+    clear_result(out_model, out_mask)
     if n < m:
         return 0, 0
 
@@ -1096,15 +1096,7 @@ def ransac_core(src, dst, model_id, thr, confidence, min_trials, max_trials, ord
     # the threshold disc over the area the destination points cover.
     beta = 0.01
     if prosac:
-        x0 = dx[0]
-        x1 = dx[0]
-        y0 = dy[0]
-        y1 = dy[0]
-        for i in range(n):
-            x0 = min(x0, dx[i])
-            x1 = max(x1, dx[i])
-            y0 = min(y0, dy[i])
-            y1 = max(y1, dy[i])
+        x0, y0, x1, y1 = bounding_box(dx, dy)
         area = (x1 - x0) * (y1 - y0)
         if area > 0.0:
             beta = min(0.5, max(0.01, math.pi * thr2 / area))
@@ -1249,7 +1241,7 @@ def not_all_equal(pts):
 def usable(src, dst, model_id):
     """Whether a model of this type can be fitted at all (enough points, not degenerate)."""
     n = src.shape[0]
-    m = 3 if model_id == AFFINE else (2 if model_id == SIMILARITY else 4)
+    m = sample_size(model_id)
     if n < m:
         return False
     if model_id == SIMILARITY:
@@ -1273,15 +1265,7 @@ def grid_spread(pts, mask, width, height, grid):
     else:
         if n == 0:
             return 0.0
-        x0 = pts[0, 0]
-        y0 = pts[0, 1]
-        x1 = x0
-        y1 = y0
-        for i in range(1, n):
-            x0 = min(x0, pts[i, 0])
-            x1 = max(x1, pts[i, 0])
-            y0 = min(y0, pts[i, 1])
-            y1 = max(y1, pts[i, 1])
+        x0, y0, x1, y1 = bounding_box(pts[:, 0], pts[:, 1])
         w = max(x1 - x0, 1e-9)
         h = max(y1 - y0, 1e-9)
     cells = np.zeros(grid * grid, dtype=np.bool_)
@@ -1350,11 +1334,7 @@ def verify_pair(src, dst, quality, model_id, thr, confidence, min_trials, max_tr
     for k in range(4):
         out_info[k] = 0.0
     if not usable(src, dst, model_id):
-        for i in range(src.shape[0]):
-            out_mask[i] = False
-        for r in range(3):
-            for c in range(3):
-                out_model[r, c] = 0.0
+        clear_result(out_model, out_mask)
         return
     if prosac and quality.shape[0] == src.shape[0]:
         order = quality_order(quality)
