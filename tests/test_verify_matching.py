@@ -127,9 +127,10 @@ def test_real_rootsift_matches_agree_with_ground_truth():
     assert len(loose) == len(d1) > len(strict)
 
 
-def test_draw_matches_and_write_png(tmp_path):
+def test_draw_matches_png_round_trip(tmp_path):
     cv2 = pytest.importorskip("cv2")
-    from verify.draw import draw_matches, read_image, write_png
+    from tools.common import write_png
+    from verify.draw import draw_matches, read_image
 
     a = np.zeros((40, 60, 3), np.uint8)
     b = np.full((50, 30, 3), 200, np.uint8)

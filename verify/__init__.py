@@ -34,12 +34,11 @@ __all__ = [
     "ransac",
     "ransac_many",
     "read_image",
-    "write_png",
 ]
 
 
 def __getattr__(name):
-    if name in ("draw_matches", "write_png", "read_image"):
+    if name in ("draw_matches", "read_image"):
         from . import draw
 
         return getattr(draw, name)

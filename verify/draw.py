@@ -1,13 +1,14 @@
 """Pictures of verified matches: two photos side by side, inliers joined by lines.
 
 OpenCV only (no matplotlib); arrays are RGB uint8 like everywhere else in
-the engine, and PNG files are written atomically.
+the engine. Pictures come back as arrays: writing files is the caller's
+business (``tools.common.write_png``), which keeps one atomic writer in the
+code base and verify free of the other packages.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
@@ -98,32 +99,4 @@ def draw_matches(image1, image2, points1, points2, inliers=None, *, draw_outlier
     return canvas
 
 
-def write_png(path, image: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG via a temporary file and a rename."""
-    import cv2
-
-    path = os.fspath(path)
-    img = _rgb(image, "image")
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"cannot encode a PNG for {path}")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private; give it the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-__all__ = ["draw_matches", "read_image", "write_png"]
+__all__ = ["draw_matches", "read_image"]
