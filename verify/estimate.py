@@ -8,12 +8,13 @@ happens in ``verify.kernels``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
+
+from ._conf import DictConf
 
 MODELS = ("affine", "similarity", "homography")
 SAMPLE_SIZE = {"affine": 3, "similarity": 2, "homography": 4}
@@ -22,7 +23,7 @@ _MAX_POINTS = 2**31 - 1
 
 
 @dataclass(frozen=True)
-class RansacConf:
+class RansacConf(DictConf):
     """Settings of one verification run.
 
     model:              "affine" (3 points; DELF's choice), "similarity" (2) or "homography" (4).
@@ -75,22 +76,6 @@ class RansacConf:
         for name in ("allow_reflection", "prosac"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RansacConf":
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(
-                f"unknown RansacConf key(s): {', '.join(unknown)}; known: "
-                f"{', '.join(f.name for f in dataclasses.fields(cls))}"
-            )
-        return cls(**d)
-
-    def replace(self, **changes) -> "RansacConf":
-        return RansacConf.from_dict({**self.to_dict(), **changes})
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
     @property
     def sample_size(self) -> int:

@@ -8,16 +8,17 @@ than 0.8 between unit descriptors).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
+from ._conf import DictConf
+
 
 @dataclass(frozen=True)
-class MatchConf:
+class MatchConf(DictConf):
     """ratio:        keep a match when d(1st) < ratio * d(2nd); None disables.
     mutual:       keep i -> j only when i is also j's nearest neighbour.
     max_distance: keep a match when d(1st) < max_distance; None disables.
@@ -41,22 +42,6 @@ class MatchConf:
             raise ValueError(f"mutual must be True or False, got {self.mutual!r}")
         if isinstance(self.block_rows, bool) or not isinstance(self.block_rows, int) or self.block_rows < 1:
             raise ValueError(f"block_rows must be a positive integer, got {self.block_rows!r}")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "MatchConf":
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(
-                f"unknown MatchConf key(s): {', '.join(unknown)}; known: "
-                f"{', '.join(f.name for f in dataclasses.fields(cls))}"
-            )
-        return cls(**d)
-
-    def replace(self, **changes) -> "MatchConf":
-        return MatchConf.from_dict({**dataclasses.asdict(self), **changes})
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 MATCH_PRESETS = {
