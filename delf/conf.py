@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 BACKBONES = ("lite0", "resnet50", "savedmodel")
 SCORINGS = ("norm", "attention", "random")
 
-DEFAULT_SCALES = (0.25, 0.3536, 0.5, 0.7071, 1.0, 1.4142, 2.0)
+# DELF's pyramid without its 2x level: that level alone doubles extraction time
+# and measured no better on non-Oxford photos (README, "Choosing the pyramid").
+DEFAULT_SCALES = (0.25, 0.3536, 0.5, 0.7071, 1.0, 1.4142)
+DELF_SCALES = (0.25, 0.3536, 0.5, 0.7071, 1.0, 1.4142, 2.0)
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,10 @@ class ExtractorConf:
 
 PRESETS: dict[str, ExtractorConf] = {
     "default": ExtractorConf(),
-    # Four middle scales: the design prototype's pyramid.
-    "fast": ExtractorConf(scales=(0.5, 0.7071, 1.0, 1.4142)),
-    # The paper's backbone; needs ImageNet ResNet-50 weights (see README).
-    "paper": ExtractorConf(backbone="resnet50", weights="imagenet", pca=None),
+    # The DELF paper's seven scales, up to 2x (about 2.7x slower).
+    "delf7": ExtractorConf(scales=DELF_SCALES),
+    # The paper's backbone and pyramid; needs ImageNet ResNet-50 weights (see README).
+    "paper": ExtractorConf(backbone="resnet50", weights="imagenet", pca=None, scales=DELF_SCALES),
 }
 
 

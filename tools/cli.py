@@ -27,6 +27,7 @@ COMMAND_MODULES = [
 BENCH_MODULES = [
     "tools.bench_homography",
     "tools.bench_extract",
+    "tools.bench_pairs",
     "tools.bench_ransac",
     "tools.bench_index",
 ]
