@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from .conftest import need_data
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _data() -> Path:
-    if not DATA.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{DATA} is missing: the tests need ../shared/data next to the repository")
-        pytest.skip(f"{DATA} not found")
-    return DATA
 
 
 def test_delf_match_end_to_end(tmp_path, capsys):
     from tools.cli import main
 
-    photos = _data() / "landmarks" / "images"
+    photos = need_data() / "landmarks" / "images"
     out, js = tmp_path / "match.png", tmp_path / "match.json"
     rc = main(["match", str(photos / "lund_01.jpg"), str(photos / "lund_02.jpg"), "--out", str(out),
                "--json", str(js)])
@@ -57,7 +48,7 @@ def test_delf_match_user_errors(tmp_path, capsys):
 def test_bench_pairs_and_errors():
     from tools import bench_ransac as B
 
-    pairs = B.load_pairs(str(_data()))
+    pairs = B.load_pairs(str(need_data()))
     kinds = [p["kind"] for p in pairs]
     assert kinds.count("homography") == 20 and kinds.count("wxbs") == 33
     hom = next(p for p in pairs if p["pair"] == "graf/1-3")
@@ -76,7 +67,7 @@ def test_bench_pairs_and_errors():
 def test_bench_ransac_runs_on_two_pairs(tmp_path):
     from tools import bench_ransac as B
 
-    result = B.bench_ransac(str(_data()), repeats=1, log=lambda m: None, only=("leuven/1-2", "WLABS/kpi"))
+    result = B.bench_ransac(str(need_data()), repeats=1, log=lambda m: None, only=("leuven/1-2", "WLABS/kpi"))
     assert [r["pair"] for r in result["pairs"]] == ["leuven/1-2", "WLABS/kpi"]
     for name in B.METHODS:
         s = result["summary"][name]

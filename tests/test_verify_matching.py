@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from verify.matching import MATCH_PRESETS, MatchConf, match_descriptors
+from .conftest import need_data
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _data() -> Path:
-    if not DATA.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{DATA} is missing: the tests need ../shared/data next to the repository")
-        pytest.skip(f"{DATA} not found")
-    return DATA
 
 
 def _unit(a):
@@ -109,7 +100,7 @@ def test_edge_cases_and_errors():
 def test_real_rootsift_matches_agree_with_ground_truth():
     """RootSIFT on graf img1 -> img2: the ratio test keeps matches the true H mostly explains."""
     cv2 = pytest.importorskip("cv2")
-    folder = _data() / "homography" / "graf"
+    folder = need_data() / "homography" / "graf"
     feats = []
     for name in ("img1.jpg", "img2.jpg"):
         gray = cv2.imread(str(folder / name), cv2.IMREAD_GRAYSCALE)
