@@ -20,9 +20,10 @@ class Candidates:
     Per candidate photo (M rows, best first):
       names        list of M photo names (as in the features file)
       photo_ids    int64 (M,)  the index's photo ids
-      votes        int32 (M,)  query keypoints whose k nearest neighbours hit the photo
-      scores       float32 (M,) those matches' summed weights (SearchConf.weighting), the
-                   ranking key (with weighting "count": votes first, scores break ties)
+      votes        int32 (M,)  query keypoints with a counted match in the photo (one of
+                   their k nearest neighbours, within SearchConf.cutoff)
+      scores       float32 (M,) those matches' summed weights (SearchConf.weighting): the
+                   ranking key; votes, then photo id, break ties
       image_sizes  int32 (M, 2) (width, height) of each database photo
       offsets      int64 (M+1,) candidate i owns correspondence rows offsets[i]:offsets[i+1]
 

@@ -21,39 +21,43 @@ from .store import IndexFileError
 log = logging.getLogger("index")
 
 MODES = ("auto", "annoy", "exact")
-WEIGHTINGS = ("gaussian", "similarity", "count")
+WEIGHTINGS = ("adaptive", "count")
+_CUTOFF_RAMP = 0.1
 
 
 @dataclass(frozen=True)
 class SearchConf:
     """How a query is searched; nothing here is stored in the index."""
 
-    k: int = 10  # nearest database descriptors per query descriptor
+    k: int = 20  # nearest database descriptors per query descriptor
     # Annoy nodes inspected per query descriptor and segment (Annoy's search_k).
-    # Annoy's own default (n_trees * k) finds the true nearest neighbour for
-    # only 12-40 % of 40-D local descriptors; see README for the measurements.
-    search_k: int = 20000
-    top_n: int = 100  # candidate photos returned
+    # Annoy's own default (n_trees * k) is far too shallow for 40-D local
+    # descriptors; README, `delf bench index`, has the measurements behind this.
+    search_k: int = 2000
+    top_n: int = 100  # candidate photos returned (at most; photos without a counted match never are)
     # "auto": exact for segments below exact_below live descriptors, Annoy above.
     mode: str = "auto"
     exact_below: int = 50000
     threads: int = 0  # 0: one per core
-    max_distance: float | None = None  # drop neighbours farther than this (unit-vector distance)
-    # How a match counts towards its photo's score, the ranking key:
-    # "gaussian": exp(-d^2 / sigma^2); "similarity": the cosine 1 - d^2 / 2;
-    # "count": 1 (ties broken by summed cosine). The Gaussian lets near matches
-    # dominate: far neighbours, the ones an approximate search swaps for
-    # others, barely move the ranking.
-    weighting: str = "gaussian"
-    sigma: float = 0.4
+    # How a neighbour counts for its photo. "adaptive": 1 - d^2 / d_k^2, with
+    # d_k the query keypoint's k-th neighbour distance, so the k-th neighbour
+    # weighs nothing and no vote hangs on the exact edge of the k nearest;
+    # "count": 1 per neighbour.
+    weighting: str = "adaptive"
+    # Neighbours farther than this (unit-vector distance) do not count; the
+    # weight ramps down linearly over cutoff +- 0.05. Those far neighbours are
+    # the ones an approximate search most often swaps for others, and with the
+    # default extractor they are noise (the median nearest neighbour of a query
+    # keypoint lies at 0.6). None: no cutoff.
+    cutoff: float | None = 0.65
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
-        if not float(self.sigma) > 0:
-            raise ValueError(f"sigma must be > 0, got {self.sigma}")
+        if self.cutoff is not None and not float(self.cutoff) > 0:
+            raise ValueError(f"cutoff must be > 0 or None, got {self.cutoff}")
         for name in ("k", "search_k", "top_n"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -375,15 +379,18 @@ def _exact_block(seg, dead, q, k):
     a running top k by cosine similarity."""
     desc = seg.descriptors
     n = len(desc)
+    from .blas import blas_threads
     from .kernels import topk_update
 
     best_s = np.full((len(q), k), -np.inf, np.float32)
     best_i = np.full((len(q), k), -1, np.int64)
-    for c0 in range(0, n, _EXACT_CHUNK):
-        sim = q @ np.asarray(desc[c0:c0 + _EXACT_CHUNK]).T
-        if dead is not None:
-            sim[:, dead[c0:c0 + _EXACT_CHUNK]] = -np.inf
-        topk_update(sim, c0, best_s, best_i)
+    # The search's own threads are the parallelism: one BLAS thread each.
+    with blas_threads(1):
+        for c0 in range(0, n, _EXACT_CHUNK):
+            sim = q @ np.asarray(desc[c0:c0 + _EXACT_CHUNK]).T
+            if dead is not None:
+                sim[:, dead[c0:c0 + _EXACT_CHUNK]] = -np.inf
+            topk_update(sim, c0, best_s, best_i)
     order = np.argsort(-best_s, axis=1, kind="stable")
     best_s = np.take_along_axis(best_s, order, 1)
     best_i = np.take_along_axis(best_i, order, 1)
@@ -392,35 +399,43 @@ def _exact_block(seg, dead, q, k):
     return np.where(found, best_i, -1), dist
 
 
+def match_weights(dist: np.ndarray, conf: SearchConf) -> np.ndarray:
+    """Weight of each neighbour (rows: query keypoints, columns: ascending
+    distances, inf where missing) under ``conf.weighting`` and ``conf.cutoff``."""
+    d = dist.astype(np.float64)
+    finite = np.isfinite(d)
+    if conf.weighting == "adaptive":
+        dk = np.where(finite, d, -np.inf).max(axis=1, keepdims=True)
+        w = np.where(finite, 1.0 - d ** 2 / np.maximum(dk, 1e-12) ** 2, 0.0)
+        w = np.maximum(w, 0.0)
+    else:
+        w = finite.astype(np.float64)
+    if conf.cutoff is not None:
+        w *= np.clip((conf.cutoff + _CUTOFF_RAMP / 2 - np.where(finite, d, np.inf)) / _CUTOFF_RAMP, 0.0, 1.0)
+    return w
+
+
 def vote(snap: _Snapshot, rows, dist, q_xy, conf: SearchConf, modes=()) -> Candidates:
     """Candidates from k-NN results (``Index.knn``'s rows and distances of that
     snapshot): one correspondence per query keypoint and photo (its nearest
-    hit there), photos ranked by their weighted votes."""
+    neighbour there, if it counts), photos ranked by their summed weights."""
     n_q, k = rows.shape
-    valid = rows >= 0
-    if conf.max_distance is not None:
-        valid &= dist <= conf.max_distance
+    weight = match_weights(dist, conf)
+    valid = (rows >= 0) & (weight > 0)
     qi = np.broadcast_to(np.arange(n_q, dtype=np.int64)[:, None], rows.shape)[valid]
     r = rows[valid]
     d = dist[valid]
+    w = weight[valid]
     photo = snap.gather("desc_photo", r).astype(np.int64) if len(r) else np.zeros(0, np.int64)
     # One correspondence per (query keypoint, photo): its nearest hit there.
     order = np.lexsort((d, qi, photo))
-    photo, qi, r, d = photo[order], qi[order], r[order], d[order]
+    photo, qi, r, d, w = photo[order], qi[order], r[order], d[order], w[order]
     first = np.ones(len(photo), bool)
     first[1:] = (photo[1:] != photo[:-1]) | (qi[1:] != qi[:-1])
-    photo, qi, r, d = photo[first], qi[first], r[first], d[first]
+    photo, qi, r, d, w = photo[first], qi[first], r[first], d[first], w[first]
     uniq, start, votes = np.unique(photo, return_index=True, return_counts=True)
-    d64 = d.astype(np.float64)
-    if conf.weighting == "gaussian":
-        weight = np.exp(-(d64 / conf.sigma) ** 2)
-    else:
-        weight = 1.0 - 0.5 * d64 ** 2
-    scores = np.add.reduceat(weight, start) if len(start) else np.zeros(0)
-    if conf.weighting == "count":
-        rank = np.lexsort((uniq, -scores, -votes))[: conf.top_n]
-    else:
-        rank = np.lexsort((uniq, -votes, -scores))[: conf.top_n]
+    scores = np.add.reduceat(w, start) if len(start) else np.zeros(0)
+    rank = np.lexsort((uniq, -votes, -scores))[: conf.top_n]
     cand_ids = uniq[rank]
     offsets = np.zeros(len(rank) + 1, np.int64)
     offsets[1:] = np.cumsum(votes[rank])

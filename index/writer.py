@@ -25,9 +25,10 @@ from .store import IndexFileError, WriterLock
 class IndexConf:
     """How segments are built; recorded in the manifest and reused by add and compact."""
 
-    # Annoy trees per segment: more trees, better recall at a given search_k,
-    # slower build and larger files (see README, `delf bench index`).
-    n_trees: int = 16
+    # Annoy trees per segment. On 1M 40-D descriptors, 128 trees at search_k
+    # 2000 beat 16 trees at search_k 4000 in both recall and speed; the price is
+    # about 2 KB per descriptor on disk and a longer build (README, `delf bench index`).
+    n_trees: int = 128
     build_threads: int = -1  # Annoy build threads; -1: all cores
     seed: int = 0  # Annoy's random hyperplanes, for reproducible builds
     lock_timeout: float = 0.0  # seconds to wait for another writer before giving up

@@ -8,6 +8,7 @@ import pytest
 
 from index import Candidates, Index, IndexConf, SearchConf, add_to_index, build_index, remove_from_index
 from index.kernels import topk_update
+from index.search import match_weights
 
 from .test_index_util import brute_force_knn, make_photos, noisy_query, unit, write_features
 
@@ -65,8 +66,9 @@ def test_annoy_with_exhaustive_search_k_equals_exact(db):
     q = noisy_query(photos["p/007.jpg"], 5)
     with Index(db["multi"]) as idx:
         n = idx.n_descriptors
-        exact = idx.search(q, SearchConf(mode="exact", top_n=10), keep_knn=True)
-        annoy = idx.search(q, SearchConf(mode="annoy", top_n=10, search_k=n * FAST.n_trees), keep_knn=True)
+        exact = idx.search(q, SearchConf(mode="exact", top_n=10, cutoff=None), keep_knn=True)
+        annoy = idx.search(q, SearchConf(mode="annoy", top_n=10, search_k=n * FAST.n_trees, cutoff=None),
+                           keep_knn=True)
     assert exact.mode == "exact" and annoy.mode == "annoy"
     assert np.array_equal(exact.extra["knn_rows"], annoy.extra["knn_rows"])
     assert np.allclose(exact.extra["knn_distances"], annoy.extra["knn_distances"], atol=1e-5)
@@ -78,7 +80,7 @@ def test_candidates_are_consistent(db):
     photos = db["photos"]
     q = noisy_query(photos["p/031.jpg"], 9)
     with Index(db["multi"]) as idx:
-        c = idx.search(q, SearchConf(top_n=8, k=5))
+        c = idx.search(q, SearchConf(top_n=8, k=5, cutoff=None))
     assert isinstance(c, Candidates) and len(c) == 8 and c.names[0] == "p/031.jpg"
     assert c.n_query == len(q) and c.offsets[0] == 0 and c.offsets[-1] == len(c.query_idx)
     assert np.array_equal(np.diff(c.offsets), c.votes)
@@ -101,25 +103,28 @@ def test_candidates_are_consistent(db):
 def test_weightings(db):
     q = noisy_query(db["photos"]["p/021.jpg"], 6)
     with Index(db["single"]) as idx:
-        count = idx.search(q, SearchConf(weighting="count", top_n=10))
-        sim = idx.search(q, SearchConf(weighting="similarity", top_n=10))
-        gauss = idx.search(q, SearchConf(weighting="gaussian", sigma=0.3, top_n=10))
-    assert count.names[0] == sim.names[0] == gauss.names[0] == "p/021.jpg"
-    assert np.all(np.diff(count.votes) <= 0)
-    for c, w in ((sim, lambda d: 1 - d ** 2 / 2), (gauss, lambda d: np.exp(-(d / 0.3) ** 2))):
-        assert np.all(np.diff(c.scores) <= 0)
-        expect = [w(c.distances[c.offsets[i]:c.offsets[i + 1]]).sum() for i in range(len(c))]
-        assert np.allclose(c.scores, expect, rtol=1e-5)
+        rows, dist, _, _ = idx.knn(q.descriptors, SearchConf(k=6))
+        count = idx.search(q, SearchConf(weighting="count", cutoff=None, top_n=10))
+        adaptive = idx.search(q, SearchConf(weighting="adaptive", cutoff=None, top_n=10))
+        cut = idx.search(q, SearchConf(weighting="count", cutoff=0.3, top_n=10))
+    assert count.names[0] == adaptive.names[0] == cut.names[0] == "p/021.jpg"
+    assert np.array_equal(count.scores, count.votes) and np.all(np.diff(count.votes) <= 0)
+    w = match_weights(dist, SearchConf(k=6, cutoff=None))
+    d64 = dist.astype(np.float64)
+    assert np.allclose(w[:, -1], 0) and np.allclose(w, 1 - d64 ** 2 / d64[:, -1:] ** 2)
+    assert np.all(np.diff(adaptive.scores) <= 0)
+    # the cutoff ramps from weight 1 at 0.25 to 0 at 0.35
+    assert np.all(cut.distances < 0.35) and cut.names == ["p/021.jpg"]
+    wc = match_weights(np.array([[0.2, 0.3, 0.34, 0.4]]), SearchConf(weighting="count", cutoff=0.3))
+    assert np.allclose(wc, [[1, 0.5, 0.1, 0]])
 
 
-def test_threads_and_max_distance(db):
+def test_threads(db):
     q = noisy_query(db["photos"]["p/012.jpg"], 4)
     with Index(db["single"]) as idx:
-        one = idx.search(q, SearchConf(threads=1, mode="annoy"))
-        two = idx.search(q, SearchConf(threads=2, mode="annoy"))
-        near = idx.search(q, SearchConf(max_distance=0.3))
-    assert one.names == two.names and np.array_equal(one.db_idx, two.db_idx)
-    assert near.names == ["p/012.jpg"] and np.all(near.distances <= 0.3)
+        one = idx.search(q, SearchConf(threads=1, mode="annoy", cutoff=None))
+        two = idx.search(q, SearchConf(threads=2, mode="annoy", cutoff=None))
+    assert one.names == two.names and np.array_equal(one.db_idx, two.db_idx) and len(one) == 100 - 60
 
 
 def test_auto_mode_follows_the_crossover(db):

@@ -20,11 +20,9 @@ import time
 
 import numpy as np
 
-from index.search import WEIGHTINGS
-
-DEFAULT_TREES = "8,16,32"
-DEFAULT_SEARCH_K = "2000,5000,10000,20000,40000"
-DEFAULT_CROSSOVER = "25000,50000,100000,200000,400000"
+DEFAULT_TREES = "16,64,128"
+DEFAULT_SEARCH_K = "1000,2000,3000,4000,8000"
+DEFAULT_CROSSOVER = "50000,100000,200000,400000"
 
 
 def register(sub) -> None:
@@ -208,17 +206,25 @@ def _revote(snap, answers, qs, conf):
             for c, (_, f) in zip(answers, qs)]
 
 
+# Rankings compared at the default settings: the default, and plain k-NN voting.
+_RANKINGS = {
+    "default": {},
+    "count, no cutoff": {"weighting": "count", "cutoff": None},
+    "adaptive, no cutoff": {"weighting": "adaptive", "cutoff": None},
+}
+
+
 def _shortlist_recall(gnd_path, qs, exact_answers, approx_answers, snap, conf):
     """Share of each query's positives (easy + hard of GND) in the top 100, per
-    weighting, exact and Annoy: how good a shortlist each ranking makes."""
+    ranking, exact and Annoy: how good a shortlist each ranking makes."""
     with open(gnd_path) as f:
         gnd = {q["query"]: q for q in json.load(f)["queries"]}
     if not all(name in gnd and ("easy" in gnd[name] or "hard" in gnd[name]) for name, _ in qs):
         return None
     out = {}
-    for w in WEIGHTINGS:
-        wc = conf.replace(weighting=w)
-        for label, answers in (("exact", exact_answers), ("annoy", approx_answers)):
+    for label, vc in _RANKINGS.items():
+        wc = conf.replace(**vc)
+        for mode, answers in (("exact", exact_answers), ("annoy", approx_answers)):
             ranked = _revote(snap, answers, qs, wc)
             fr = []
             for (name, _), c in zip(qs, ranked):
@@ -226,7 +232,7 @@ def _shortlist_recall(gnd_path, qs, exact_answers, approx_answers, snap, conf):
                 if pos:
                     top = {os.path.splitext(n)[0] for n in c.names[:100]}
                     fr.append(len(pos & top) / len(pos))
-            out[f"{w}_{label}"] = float(np.mean(fr)) if fr else None
+            out[f"{label} ({mode})"] = float(np.mean(fr)) if fr else None
     return out
 
 
@@ -298,7 +304,7 @@ def bench_index(features: str, gnd: str, queries: str | None = None, images: str
                     rows, dist = _stack_knn(ans)
                     r1, r10 = recalls(exact_dist, exact_rows, dist, rows)
                     entry = {
-                        "n_trees": nt, "search_k": sk, "weighting": conf.weighting,
+                        "n_trees": nt, "search_k": sk, "weighting": conf.weighting, "cutoff": conf.cutoff,
                         "recall_at_1": r1, "recall_at_10": r10, "ms_per_1000": s / n_qdesc * 1e6,
                         "shortlist_agreement": shortlist_agreement(exact_ans, ans),
                         "build_s": builds[nt]["build_s"],
@@ -309,16 +315,17 @@ def bench_index(features: str, gnd: str, queries: str | None = None, images: str
                         f"{entry['ms_per_1000']:.0f} ms/1000 agreement {entry['shortlist_agreement']:.3f}")
                     if is_default:
                         default_entry = entry
-                        # The same neighbours ranked by the other weightings.
+                        # The same neighbours ranked as plain k-NN voting would.
                         snap = idx.snapshot()
-                        for w in WEIGHTINGS:
-                            if w == conf.weighting:
+                        for label, vc in _RANKINGS.items():
+                            wc = conf.replace(**vc)
+                            if wc == conf:
                                 continue
-                            wc = conf.replace(weighting=w)
                             agree = shortlist_agreement(_revote(snap, exact_ans, qs, wc),
                                                         _revote(snap, ans, qs, wc))
-                            curve.append(dict(entry, weighting=w, shortlist_agreement=agree))
-                            log(f"  weighting {w}: agreement {agree:.3f}")
+                            curve.append(dict(entry, weighting=wc.weighting, cutoff=wc.cutoff,
+                                              shortlist_agreement=agree))
+                            log(f"  ranked by {label}: agreement {agree:.3f}")
                         positives = _shortlist_recall(gnd, qs, exact_ans, ans, snap, conf)
                         if positives is not None:
                             entry["shortlist_positives"] = positives
@@ -344,6 +351,7 @@ def bench_index(features: str, gnd: str, queries: str | None = None, images: str
                 "search_k": default_search.search_k, "recall_at_1": default_entry["recall_at_1"],
                 "ms_per_1000": default_entry["ms_per_1000"], "recall_at_10": default_entry["recall_at_10"],
                 "n_trees": default_trees, "k": default_search.k, "top_n": default_search.top_n,
+                "weighting": default_search.weighting, "cutoff": default_search.cutoff,
                 "build_s": builds[default_trees]["build_s"],
             },
             "speedup_vs_exact": exact_ms / default_entry["ms_per_1000"],
