@@ -346,7 +346,14 @@ def bench_index(features: str, gnd: str, queries: str | None = None, images: str
         return {
             "descriptors": n_real,
             "bytes_per_descriptor": builds[default_trees]["bytes_per_descriptor"],
-            "exact": {"ms_per_1000": exact_ms, "crossover": crossover},
+            "exact": {
+                "ms_per_1000": exact_ms, "crossover": crossover,
+                "setup": {"features": os.path.abspath(features), "gnd": os.path.abspath(gnd),
+                          "photos": len(db_items), "queries": len(qs), "query_descriptors": n_qdesc,
+                          "threads": threads, "repeats": repeats, "jitter": jitter,
+                          "sample": int(len(q_sample)), "seed": seed, "cpu_count": os.cpu_count(),
+                          "load_average": list(os.getloadavg())},
+            },
             "default": {
                 "search_k": default_search.search_k, "recall_at_1": default_entry["recall_at_1"],
                 "ms_per_1000": default_entry["ms_per_1000"], "recall_at_10": default_entry["recall_at_10"],
@@ -358,11 +365,6 @@ def bench_index(features: str, gnd: str, queries: str | None = None, images: str
             "shortlist_agreement": default_entry["shortlist_agreement"],
             "curve": curve,
             "scaled": scaled_result,
-            "setup": {"features": os.path.abspath(features), "gnd": os.path.abspath(gnd),
-                      "photos": len(db_items), "queries": len(qs), "query_descriptors": n_qdesc,
-                      "threads": threads, "repeats": repeats,
-                      "jitter": jitter, "sample": int(len(q_sample)), "seed": seed,
-                      "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg())},
         }
     finally:
         if workdir is None:
