@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -181,18 +180,7 @@ def _check_seed(seed) -> int:
 
 
 def _resolve_conf(conf, overrides: dict) -> RansacConf:
-    if conf is None:
-        base = _DEFAULT
-    elif isinstance(conf, RansacConf):
-        base = conf
-    elif isinstance(conf, str):
-        if conf not in PRESETS:
-            raise ValueError(f"unknown RansacConf preset {conf!r}; presets: {', '.join(PRESETS)}")
-        base = PRESETS[conf]
-    elif isinstance(conf, Mapping):
-        base = RansacConf.from_dict(conf)
-    else:
-        raise ValueError(f"conf must be a RansacConf, a preset name or a dict, got {type(conf).__name__}")
+    base = RansacConf.resolve(conf, PRESETS, _DEFAULT)
     changes = {k: v for k, v in overrides.items() if v is not None}
     if not changes:
         return base

@@ -94,16 +94,7 @@ def match_descriptors(desc1, desc2, conf: MatchConf | str | Mapping | None = Non
     ``conf`` is a MatchConf, a preset name (``MATCH_PRESETS``) or a dict;
     ``overrides`` replace single fields, e.g. ``match_descriptors(a, b, ratio=0.8)``.
     """
-    if conf is None:
-        conf = MatchConf()
-    elif isinstance(conf, str):
-        if conf not in MATCH_PRESETS:
-            raise ValueError(f"unknown MatchConf preset {conf!r}; presets: {', '.join(MATCH_PRESETS)}")
-        conf = MATCH_PRESETS[conf]
-    elif isinstance(conf, Mapping):
-        conf = MatchConf.from_dict(conf)
-    elif not isinstance(conf, MatchConf):
-        raise ValueError(f"conf must be a MatchConf, a preset name or a dict, got {type(conf).__name__}")
+    conf = MatchConf.resolve(conf, MATCH_PRESETS)
     if overrides:
         conf = conf.replace(**overrides)
 
