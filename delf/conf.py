@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 BACKBONES = ("lite0", "resnet50", "savedmodel")
 SCORINGS = ("norm", "attention", "random")

@@ -245,7 +245,7 @@ def bench_index(features: str, gnd: str, queries: str | None = None, images: str
                 crossover_sizes=(25000, 50000, 100000, 200000, 400000), scaled: int = -1, jitter: float = 0.3,
                 sample: int = 2000, repeats: int = 2, workdir: str | None = None, seed: int = 0,
                 log=lambda *a: None) -> dict:
-    from index import Index, IndexConf, SearchConf, build_index, build_index_from_features
+    from index import Index, IndexConf, SearchConf, build_index
     from index.kernels import warm_up
 
     warm_up()
