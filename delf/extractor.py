@@ -122,16 +122,31 @@ class Extractor:
             return self.head(fmap)
         return rng.random(fmap.shape[:2], dtype=np.float32)
 
+    def feature_maps(self, rgb: np.ndarray) -> list[tuple[float, int, int, np.ndarray]]:
+        """(scale, level width, level height, raw feature map (h, w, C)) of each
+        pyramid level: the backbone's part of ``extract``, cacheable."""
+        out = []
+        for scale, level in self.pyramid(rgb):
+            lh, lw = level.shape[:2]
+            out.append((scale, lw, lh, self.backbone(level)))
+        return out
+
     def extract(self, image, name: str | None = None) -> Features:
         """Features of one photo (a path or an RGB array)."""
         rgb = self.load(image, name)
         h0, w0 = rgb.shape[:2]
+        return self.features_from_maps(self.feature_maps(rgb), (w0, h0))
+
+    def features_from_maps(self, levels, image_size) -> Features:
+        """Features of one photo from its pyramid's raw feature maps (as
+        ``feature_maps`` gives them) and its size (width, height): scoring,
+        selection, keypoint geometry and descriptors, without the backbone."""
+        w0, h0 = image_size
         conf = self.conf
         rng = np.random.default_rng(conf.seed)
         locs, feats, scales, scores = [], [], [], []
-        for scale, level in self.pyramid(rgb):
-            lh, lw = level.shape[:2]
-            fmap = self.backbone(level)
+        for scale, lw, lh, fmap in levels:
+            fmap = np.asarray(fmap, dtype=np.float32)
             fh, fw, c = fmap.shape
             s = self._score(fmap, rng).reshape(-1)
             xs, ys = self.backbone.grid(lh, lw)

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "tools.cmd_demo",
     "tools.cmd_match",
     "tools.cmd_index",
+    "tools.cmd_train",
     "tools.bench",
 ]
 

@@ -1,0 +1,207 @@
+"""Training inputs: labelled photos, their augmented copies and the frozen
+backbone's feature maps of those copies (computed once, cached per photo).
+
+Augmentation follows DELF's recipe: a random crop of 30 to 100% of the photo
+at a random scale, rotation up to 15 degrees, a mild random perspective
+(synthetic warps), colour jitter. Each photo gets a fixed number of copies
+whose maps are cached, so training epochs cost no backbone pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class AugmentConf:
+    copies: int = 8  # augmented copies per photo
+    min_side: int = 320  # longest side of a copy: uniform in [min_side, max_side]
+    max_side: int = 640
+    min_area: float = 0.3  # crop area, fraction of the photo
+    max_rotation: float = 15.0  # degrees
+    perspective: float = 0.06  # corner jitter, fraction of the copy's size
+    jitter: float = 0.3  # brightness, contrast and saturation factors in [1 - j, 1 + j]
+    hue: float = 8.0  # hue shift in degrees (OpenCV hue units are 2 degrees)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Photo:
+    path: str
+    name: str  # unique key: dataset index + path relative to its folder
+    label: str
+
+
+def read_labels(images: str, labels: str, prefix: str = "") -> list[Photo]:
+    """Photos of one folder with their labels.
+
+    ``labels`` is a CSV whose first column names a photo (path relative to
+    ``images``) and whose second column is its class (a header row is
+    recognised when its first cell is not a photo name); or the word
+    ``folders``: every photo's class is the folder it sits in (e.g. one WxBS
+    pair per folder)."""
+    images = os.fspath(images)
+    if not os.path.isdir(images):
+        raise FileNotFoundError(f"{images}: no such folder of photos")
+    out = []
+    if labels == "folders":
+        for root, dirs, files in os.walk(images):
+            dirs.sort()
+            for f in sorted(files):
+                if f.lower().endswith(IMAGE_SUFFIXES):
+                    rel = os.path.relpath(os.path.join(root, f), images)
+                    out.append(Photo(os.path.join(images, rel), prefix + rel, prefix + os.path.dirname(rel)))
+        if not out:
+            raise ValueError(f"{images}: no photos found in its subfolders")
+        return out
+    if not os.path.isfile(labels):
+        raise FileNotFoundError(f"{labels}: no such labels file")
+    with open(labels, newline="") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if rows and not rows[0][0].lower().endswith(IMAGE_SUFFIXES):
+        rows = rows[1:]  # header
+    for i, row in enumerate(rows):
+        if len(row) < 2 or not row[1].strip():
+            raise ValueError(f"{labels}: row {i + 1} needs two columns, photo and label: {row!r}")
+        rel, label = row[0].strip(), row[1].strip()
+        path = os.path.join(images, rel)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{labels}: row {i + 1} names {rel!r}, which is not a file in {images}")
+        out.append(Photo(path, prefix + rel, prefix + label))
+    if not out:
+        raise ValueError(f"{labels}: no labelled photos")
+    return out
+
+
+def random_homography(rng: np.random.Generator, w: int, h: int, conf: AugmentConf):
+    """(H mapping photo pixels to copy pixels, copy width, copy height)."""
+    area = rng.uniform(conf.min_area, 1.0)
+    aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+    cw = min(w, np.sqrt(area * w * h * aspect))
+    ch = min(h, np.sqrt(area * w * h / aspect))
+    cx = rng.uniform(cw / 2, w - cw / 2)
+    cy = rng.uniform(ch / 2, h - ch / 2)
+    side = rng.uniform(conf.min_side, conf.max_side)
+    s = side / max(cw, ch)
+    ow, oh = max(32, int(round(cw * s))), max(32, int(round(ch * s)))
+    a = np.deg2rad(rng.uniform(-conf.max_rotation, conf.max_rotation))
+    # photo -> centred, rotated, scaled crop
+    t1 = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]], np.float64)
+    r = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]], np.float64)
+    sc = np.diag([s, s, 1.0])
+    t2 = np.array([[1, 0, ow / 2], [0, 1, oh / 2], [0, 0, 1]], np.float64)
+    m = t2 @ sc @ r @ t1
+    if conf.perspective > 0:
+        src = np.float32([[0, 0], [ow, 0], [ow, oh], [0, oh]])
+        dst = src + rng.uniform(-conf.perspective, conf.perspective, (4, 2)).astype(np.float32) * [ow, oh]
+        m = cv2.getPerspectiveTransform(src, dst.astype(np.float32)).astype(np.float64) @ m
+    return m, ow, oh
+
+
+def colour_jitter(rgb: np.ndarray, rng: np.random.Generator, conf: AugmentConf) -> np.ndarray:
+    j = conf.jitter
+    x = rgb.astype(np.float32)
+    x *= rng.uniform(1 - j, 1 + j)  # brightness
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(1 - j, 1 + j) + mean  # contrast
+    grey = x.mean(axis=2, keepdims=True)
+    x = (x - grey) * rng.uniform(1 - j, 1 + j) + grey  # saturation
+    x = np.clip(x, 0, 255).astype(np.uint8)
+    if conf.hue > 0:
+        hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
+        shift = int(round(rng.uniform(-conf.hue, conf.hue) / 2))
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + shift) % 180).astype(np.uint8)
+        x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return x
+
+
+def augment(rgb: np.ndarray, rng: np.random.Generator, conf: AugmentConf):
+    """One augmented copy: (copy RGB, H from photo pixels to copy pixels)."""
+    h, w = rgb.shape[:2]
+    m, ow, oh = random_homography(rng, w, h, conf)
+    # Shrink with area averaging first, so the warp itself never decimates.
+    scale = np.sqrt(abs(np.linalg.det(m[:2, :2])))
+    if scale < 0.9:
+        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+        small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
+        m = m @ np.diag([w / sw, h / sh, 1.0])
+    else:
+        small = rgb
+    out = cv2.warpPerspective(small, m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return colour_jitter(out, rng, conf), m
+
+
+def photo_seed(seed: int, name: str) -> np.random.SeedSequence:
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    return np.random.SeedSequence([seed, digest])
+
+
+class AugmentedMaps:
+    """Cached feature maps of every photo's augmented copies:
+    ``DIR/aug-<key>/<name>.npz`` with ``map0..map{copies-1}`` (float16)."""
+
+    def __init__(self, root: str, backbone_name: str, weights, conf: AugmentConf, seed: int):
+        key = json.dumps({"backbone": backbone_name, "weights": weights, "augment": conf.to_dict(), "seed": seed},
+                         sort_keys=True)
+        self.dir = os.path.join(os.fspath(root), "aug-" + hashlib.sha256(key.encode()).hexdigest()[:16])
+        self.conf, self.seed = conf, seed
+        os.makedirs(self.dir, exist_ok=True)
+        meta = os.path.join(self.dir, "conf.json")
+        if not os.path.isfile(meta):
+            atomic_write_bytes(meta, key.encode())
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name + ".npz")
+
+    def get(self, photo: Photo, backbone) -> list[np.ndarray]:
+        path = self.path(photo.name)
+        if os.path.isfile(path):
+            try:
+                with np.load(path) as z:
+                    return [z[f"map{i}"] for i in range(self.conf.copies)]
+            except (KeyError, OSError, ValueError) as exc:
+                raise ValueError(f"{path}: damaged cache entry ({exc}); delete it to recompute") from exc
+        from ..image import load_image
+
+        rgb = load_image(photo.path)
+        rng = np.random.default_rng(photo_seed(self.seed, photo.name))
+        maps = []
+        for _ in range(self.conf.copies):
+            copy, _ = augment(rgb, rng, self.conf)
+            maps.append(backbone(copy).astype(np.float16))
+        buf = io.BytesIO()
+        np.savez(buf, **{f"map{i}": m for i, m in enumerate(maps)})
+        atomic_write_bytes(path, buf.getvalue())
+        return maps
+
+
+def split_photos(photos: list[Photo], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (train, val): per class, round(n * val_fraction) photos go to
+    validation, never all of a class."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    by_label: dict[str, list[int]] = {}
+    for i, p in enumerate(photos):
+        by_label.setdefault(p.label, []).append(i)
+    train, val = [], []
+    for label in sorted(by_label):
+        idx = by_label[label]
+        order = rng.permutation(len(idx))
+        n_val = min(len(idx) - 1, int(round(len(idx) * val_fraction)))
+        val += [idx[k] for k in order[:n_val]]
+        train += [idx[k] for k in order[n_val:]]
+    return sorted(train), sorted(val)

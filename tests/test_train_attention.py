@@ -1,0 +1,158 @@
+"""`delf train attention` and the feature-map cache, on real photos
+(a handful of UKBench objects, small copies, a few epochs: fast)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from tests.conftest import SAMPLES, need_data
+
+
+@pytest.fixture(scope="module")
+def handful(tmp_path_factory):
+    """Six UKBench photos of three objects, with a labels CSV."""
+    from delf.training.data import read_labels
+
+    root = need_data("ukbench")
+    rows = list(csv.reader(open(root / "labels.csv")))[1:]
+    picked = [r for r in rows if r[1] in ("object00", "object01", "object02")]
+    picked = [r for k, r in enumerate(picked) if k % 4 < 2]
+    labels = tmp_path_factory.mktemp("labels") / "labels.csv"
+    with open(labels, "w", newline="") as f:
+        csv.writer(f).writerows([["image", "object"]] + picked)
+    photos = read_labels(str(root / "images"), str(labels))
+    assert len(photos) == 6 and len({p.label for p in photos}) == 3
+    return photos
+
+
+def small_train_conf(**kw):
+    from delf.training.attention import TrainConf
+    from delf.training.data import AugmentConf
+
+    base = dict(seed=3, epochs=6, batch_size=4, lr=1e-2, val_fraction=0.0,
+                augment=AugmentConf(copies=2, min_side=128, max_side=192))
+    base.update(kw)
+    return TrainConf(**base)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("augcache"))
+
+
+def train(photos, out, cache_dir, backbone, curve=None, **kw):
+    from delf.training.attention import train_attention
+
+    return train_attention(photos, str(out), cache_dir, small_train_conf(**kw), backbone=backbone,
+                           curve=curve, progress=False, log=lambda m: None)
+
+
+def test_training_lowers_the_loss_and_writes_loadable_weights(handful, cache_dir, small_extractor, tmp_path):
+    from delf.attention import AttentionHead
+    from delf.extractor import Extractor
+
+    out = tmp_path / "head.npz"
+    curve = tmp_path / "curve.png"
+    result = train(handful, out, cache_dir, small_extractor.backbone, curve=str(curve))
+    assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    losses = [r["train_loss"] for r in result.history]
+    assert len(losses) == 6
+    assert losses[-1] < 0.7 * losses[0], losses
+    head = AttentionHead.load(str(out))
+    assert head.conv1_w.shape == (112, 512) and head.conv2_w.shape == (512, 1)
+    assert np.all(head.bn_var > 0)
+    # The attention itself was trained, not only the classifier behind it.
+    from delf.training.attention import _init_params
+
+    init = _init_params(np.random.default_rng(np.random.SeedSequence([3, 1])), 112, 3)
+    assert np.abs(head.conv2_w - init["conv2_w"]).max() > 1e-3
+    assert np.abs(head.conv1_w - init["conv1_w"]).max() > 1e-3
+    # The trained head scores a real photo through the extractor.
+    ex = Extractor(small_extractor.conf.replace(scoring="attention", attention_weights=str(out)))
+    feats = ex.extract(str(SAMPLES / "lund_01.jpg"))
+    assert len(feats.scores) == ex.conf.max_features
+    assert np.all(np.isfinite(feats.scores)) and np.all(feats.scores > 0)
+    assert feats.scores.std() > 0  # not a constant: the head learnt something location-specific
+
+
+def test_same_seed_same_weights_and_resume_matches(handful, cache_dir, small_extractor, tmp_path):
+    from delf.attention import AttentionHead
+
+    a, b, c = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "c.npz"
+    bb = small_extractor.backbone
+    train(handful, a, cache_dir, bb, epochs=3)
+    train(handful, b, cache_dir, bb, epochs=3)
+    ha, hb = AttentionHead.load(str(a)), AttentionHead.load(str(b))
+    for k in ("conv1_w", "conv1_b", "bn_mean", "bn_var", "conv2_w", "conv2_b"):
+        np.testing.assert_array_equal(getattr(ha, k), getattr(hb, k))
+    # A run of 2 epochs resumed to 3 ends where the straight run did.
+    ckpt = str(tmp_path / "c.ckpt.npz")
+    from delf.training.attention import train_attention
+
+    train_attention(handful, str(c), cache_dir, small_train_conf(epochs=2), backbone=bb, checkpoint=ckpt,
+                    progress=False, log=lambda m: None)
+    resumed = train_attention(handful, str(c), cache_dir, small_train_conf(epochs=3), backbone=bb,
+                              checkpoint=ckpt, progress=False, log=lambda m: None)
+    assert len(resumed.history) == 3
+    np.testing.assert_array_equal(AttentionHead.load(str(c)).conv2_w, ha.conv2_w)
+    # Another seed gives other weights.
+    d = tmp_path / "d.npz"
+    train(handful, d, cache_dir, bb, epochs=1, seed=4)
+    assert not np.array_equal(AttentionHead.load(str(d)).conv1_w, ha.conv1_w)
+
+
+def test_labels_errors_name_the_file(tmp_path):
+    from delf.training.data import read_labels
+
+    images = need_data("ukbench", "images")
+    bad = tmp_path / "labels.csv"
+    bad.write_text("image,object\nno_such_photo.jpg,object00\n")
+    with pytest.raises(FileNotFoundError, match="no_such_photo.jpg"):
+        read_labels(str(images), str(bad))
+    bad.write_text("ukbench00000.jpg\n")
+    with pytest.raises(ValueError, match="labels.csv"):
+        read_labels(str(images), str(bad))
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        read_labels(str(images), str(tmp_path / "missing.csv"))
+
+
+def test_folders_as_classes():
+    from delf.training.data import read_labels
+
+    wxbs = need_data("wxbs")
+    photos = read_labels(str(wxbs), "folders")
+    assert {p.label for p in photos if p.label.endswith("kremlin")} == {"WGABS/kremlin"}
+    assert len({p.label for p in photos}) == 33
+
+
+def test_feature_map_cache_rebuilds_the_extractors_features(small_extractor, tmp_path):
+    from delf.featio import FeatureFile
+    from delf.training.fmaps import FeatureMapCache, cached_maps, features_from_cache
+
+    ex = small_extractor
+    path = str(SAMPLES / "lund_02.jpg")
+    direct = ex.extract(path)
+    rgb = ex.load(path)
+    # Without the cache's float16 rounding the rebuild is exact.
+    again = ex.features_from_maps(ex.feature_maps(rgb), (rgb.shape[1], rgb.shape[0]))
+    np.testing.assert_array_equal(again.locations, direct.locations)
+    np.testing.assert_array_equal(again.descriptors, direct.descriptors)
+    cache = FeatureMapCache(tmp_path / "maps", ex.conf)
+    cached_maps(ex, cache, path, "lund_02.jpg")
+    levels, size = cache.get("lund_02.jpg")
+    assert size == direct.image_size
+    rebuilt = ex.features_from_maps(levels, size)
+    # float16 maps: the same keypoints (up to ties), descriptors within rounding.
+    same = {tuple(p) for p in direct.locations.round(1)} & {tuple(p) for p in rebuilt.locations.round(1)}
+    assert len(same) >= 0.97 * len(direct.locations)
+    assert np.abs(rebuilt.descriptors[:50] - direct.descriptors[:50]).max() < 0.02
+    # A features file from the cache carries the extractor's conf, like delf extract's.
+    out = tmp_path / "f.h5"
+    report = features_from_cache([path], tmp_path / "maps", out, ex.conf, progress=False)
+    assert report.extracted == ["lund_02.jpg"]
+    with FeatureFile(out) as ff:
+        assert ff.conf["scales"] == list(ex.conf.scales)
+        np.testing.assert_allclose(ff["lund_02.jpg"].locations, rebuilt.locations)
