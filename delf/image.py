@@ -116,10 +116,13 @@ def as_rgb(image, name: str = "<array>", min_side: int = MIN_SIDE) -> np.ndarray
 
 def list_images(inputs) -> list[tuple[str, str]]:
     """(path, name) for each photo: folders are walked (sorted, names relative
-    to the folder), files are taken as given (name = basename). A text file
-    ending in .txt lists one photo path per line."""
+    to the folder), files are taken as given (name = basename), (path, name)
+    tuples as given. A text file ending in .txt lists one photo path per line."""
     out: list[tuple[str, str]] = []
     for item in inputs:
+        if isinstance(item, tuple):  # (path, name) given by the caller
+            out.append((os.fspath(item[0]), str(item[1])))
+            continue
         item = os.fspath(item)
         if os.path.isdir(item):
             for root, dirs, files in os.walk(item):

@@ -68,6 +68,29 @@ class Candidates:
             "db_xy": self.db_xy[s],
         }
 
+    def select(self, rows) -> "Candidates":
+        """The candidates at ``rows`` (indices or a boolean mask over candidates), in that order,
+        with their correspondences."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            if len(rows) != len(self):
+                raise ValueError(f"mask has {len(rows)} entries for {len(self)} candidates")
+            rows = np.flatnonzero(rows)
+        rows = rows.astype(np.int64).reshape(-1)
+        counts = self.offsets[rows + 1] - self.offsets[rows]
+        offsets = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        sel = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in rows]) if len(rows) \
+            else np.zeros(0, np.int64)
+        return Candidates(
+            names=[self.names[i] for i in rows], photo_ids=self.photo_ids[rows], votes=self.votes[rows],
+            scores=self.scores[rows], image_sizes=self.image_sizes[rows], offsets=offsets,
+            candidate=np.repeat(np.arange(len(rows), dtype=np.int32), counts), query_idx=self.query_idx[sel],
+            db_idx=self.db_idx[sel], distances=self.distances[sel], query_xy=self.query_xy[sel],
+            db_xy=self.db_xy[sel], n_query=self.n_query, generation=self.generation, mode=self.mode,
+            extra=dict(self.extra),
+        )
+
     def __iter__(self):
         for i in range(len(self)):
             yield self.names[i], self.correspondences(i)

@@ -21,6 +21,9 @@ COMMAND_MODULES = [
     "tools.cmd_match",
     "tools.cmd_index",
     "tools.cmd_train",
+    "tools.cmd_search",
+    "tools.cmd_calibrate",
+    "tools.cmd_evaluate",
     "tools.bench",
 ]
 

@@ -1,0 +1,132 @@
+"""Evaluation code (Revisited AP, mP@k, GAP), the confidence model and the
+ranking rule, against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tools.revisited import average_precision, evaluate_rankings, positive_ranks, precision_at, protocol
+from verify.confidence import FEATURES, Calibration, feature_matrix, fit_logistic
+from verify.rerank import rank_key
+
+
+def test_ap_by_hand_with_junk():
+    # Ranking a j b c d: positives {a, c, e} (e never retrieved), junk {j}.
+    # Junk removed: a(0) b(1) c(2) d(3); positives at ranks 0 and 2 out of 3.
+    ranks = positive_ranks(["a", "j", "b", "c", "d"], {"a", "c", "e"}, {"j"})
+    assert ranks.tolist() == [0, 2]
+    # Trapezoids: (1 + 1)/2 * 1/3 + (1/2 + 2/3)/2 * 1/3
+    expected = (1.0 + 1.0) / 2 / 3 + (0.5 + 2 / 3) / 2 / 3
+    assert average_precision(ranks, 3) == pytest.approx(expected)
+    assert expected == pytest.approx(0.527777, abs=1e-5)
+    # revisitop's mP@k: precision at min(k, position of the last retrieved positive).
+    assert precision_at(ranks, (1, 5, 10)) == pytest.approx([1.0, 2 / 3, 2 / 3])
+
+
+def test_ap_perfect_and_empty():
+    assert average_precision([0, 1, 2], 3) == pytest.approx(1.0)
+    assert average_precision([], 4) == 0.0
+    with pytest.raises(ValueError):
+        average_precision([0], 0)
+
+
+def test_medium_and_hard_protocols():
+    q = {"query": "q", "bbx": [0, 0, 1, 1], "easy": ["e1", "e2"], "hard": ["h1"], "junk": ["j"]}
+    gnd = {"database": ["e1", "e2", "h1", "j", "x"], "queries": [q]}
+    assert protocol(q, "medium") == ({"e1", "e2", "h1"}, {"j"})
+    assert protocol(q, "hard") == ({"h1"}, {"j", "e1", "e2"})
+    # Hard: e1, j, e2 are removed, so h1 is first.
+    res = evaluate_rankings(gnd, {"q": ["e1", "j", "h1", "x", "e2"]})
+    assert res["hard"]["map"] == pytest.approx(100.0)
+    # Medium: j removed -> e1(0) h1(1) x(2) e2(3): (1 + 1 + 2*(1 + (2/2 + 3/4)/2 ... computed below
+    r = [0, 1, 3]
+    exp = sum(((1.0 if k == 0 else j / k) + (j + 1) / (k + 1)) / 2 / 3 for j, k in enumerate(r))
+    assert res["medium"]["map"] == pytest.approx(round(100 * exp, 2))
+
+
+def test_gap_by_hand():
+    from tools.evaluate import global_average_precision
+
+    # Sorted by confidence: correct(0.9), wrong not-a-landmark(0.8), correct(0.5), wrong landmark(0.1).
+    preds = [(0.5, True, True), (0.9, True, True), (0.8, False, False), (0.1, False, True)]
+    # 3 queries show a landmark; precision at ranks 1 and 3: 1/1 and 2/3.
+    assert global_average_precision(preds) == pytest.approx((1.0 + 2 / 3) / 3)
+
+
+def test_rank_key_orders_by_inliers_then_votes_then_order():
+    inliers = np.array([5, 12, 12, -1, 0, 12])
+    votes = np.array([40, 10, 30, 90, 50, 30])
+    scores = np.array([30.0, 5.0, 20.0, 80.0, 40.0, 20.0])
+    # 12 inliers: votes 30 (rows 2 and 5 tie on everything: keep their order), then 10;
+    # then 5, then 0; the unverified candidate (-1) last despite its votes.
+    assert rank_key(inliers, votes, scores).tolist() == [2, 5, 1, 0, 4, 3]
+
+
+def _cal(coef=(1.5, 1.0, 1.0, -0.5)):
+    return Calibration(coef=coef, intercept=-2.0, mean=(2.0, 0.2, 0.3, 3.0), scale=(1.0, 0.1, 0.2, 1.0),
+                       threshold=0.6, min_inliers=5)
+
+
+def test_confidence_monotone_in_inliers():
+    cal = _cal()
+    putative = 80
+    inl = np.arange(0, putative + 1)
+    # Spread that grows with the inliers, as it does in practice.
+    spread = np.minimum(inl / 100.0, 1.0)
+    c = cal.confidence(inl, np.full_like(inl, putative), spread)
+    assert (np.diff(c) >= 0).all()
+    assert (c[:5] == 0).all() and c[-1] > 0.9
+    assert ((0 <= c) & (c <= 1)).all()
+
+
+def test_fit_keeps_evidence_coefficients_nonnegative():
+    rng = np.random.default_rng(0)
+    n = 400
+    y = (rng.random(n) < 0.3).astype(float)
+    inl = np.where(y == 1, rng.integers(10, 60, n), rng.integers(5, 14, n))
+    put = inl + rng.integers(5, 100, n)
+    # Make spread anti-correlated with matching in this sample: the fit must not turn it negative.
+    spread = np.where(y == 1, rng.uniform(0.0, 0.2, n), rng.uniform(0.1, 0.3, n))
+    x = feature_matrix(inl, put, spread)
+    coef, b, mean, scale = fit_logistic(x, y)
+    for f, c in zip(FEATURES, coef):
+        if f != "log_putative":
+            assert c >= 0, f
+    cal = Calibration(tuple(coef), b, tuple(mean), tuple(scale), min_inliers=5)
+    p = cal.confidence(inl, put, spread)
+    # It separates the two classes it was fitted on.
+    assert p[y == 1].mean() > 0.7 > 0.3 > p[y == 0].mean()
+
+
+def test_calibration_round_trip_and_bad_files(tmp_path):
+    cal = _cal()
+    path = tmp_path / "c.json"
+    cal.save(str(path))
+    back = Calibration.load(str(path))
+    assert back == cal
+    path.write_text('{"format": "something-else"}')
+    with pytest.raises(ValueError, match="not a confidence calibration"):
+        Calibration.load(str(path))
+    path.write_text("not json")
+    with pytest.raises(ValueError, match="unreadable"):
+        Calibration.load(str(path))
+    with pytest.raises(FileNotFoundError, match="delf calibrate"):
+        Calibration.load(str(tmp_path / "missing.json"))
+
+
+def test_shipped_calibration_loads_and_was_not_fitted_on_oxford():
+    cal = Calibration.load()
+    assert 0.5 <= cal.threshold < 1.0
+    assert not any("oxford" in s.lower() for s in cal.fitted_on.get("sources", []))
+
+
+def test_mutual_ratio_matches_by_hand():
+    from tools.evaluate import mutual_ratio_matches
+
+    d = np.eye(4, dtype=np.float32)
+    q = np.array([[1, 0, 0, 0], [0.7, 0.7, 0, 0], [0, 0, 0.99, 0.14]], np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    m = mutual_ratio_matches(q, d)
+    # Query 0 matches 0 clearly; query 1 is ambiguous (ratio test fails); query 2 matches 2.
+    assert m.tolist() == [[0, 0], [2, 2]]

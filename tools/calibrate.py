@@ -1,0 +1,218 @@
+"""Fitting the confidence on labelled photos (`delf calibrate`).
+
+Every labelled photo queries an index of all the others (itself left out),
+exactly as `delf search` would: its verified candidates become training
+examples, labelled 1 when the candidate carries the query's label. Because
+each query's own place stays in the index, the best candidate of another
+place is what a query of an unknown place would meet; the default threshold
+is set above the confidence every such candidate reached, so that the
+calibration photos produce no false accept.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from verify.confidence import FEATURES, Calibration, feature_matrix, fit_logistic
+
+NEUTRAL = Calibration(coef=(1.0, 0.0, 0.0, 0.0), intercept=0.0, mean=(0.0,) * 4, scale=(1.0,) * 4, min_inliers=0)
+THRESHOLD_FLOOR = 0.5
+THRESHOLD_STEP = 0.05
+
+
+@dataclass
+class LabelledPhoto:
+    path: str
+    name: str  # unique name (as stored in features files and the index)
+    label: str
+
+
+def shared_data_photos(data: str) -> list[LabelledPhoto]:
+    """The non-Oxford labelled photos of the shared data folder: landmarks/ (scene),
+    ukbench/ (object) and wxbs/ (each pair its own place). Names are relative to ``data``."""
+    out: list[LabelledPhoto] = []
+    for sub, col in (("landmarks", "scene"), ("ukbench", "object")):
+        out += labelled_folder(os.path.join(data, sub), os.path.join(data, sub, "labels.csv"), prefix=sub,
+                               column=col)
+    wx = os.path.join(data, "wxbs")
+    if not os.path.isdir(wx):
+        raise FileNotFoundError(f"{wx}: no such folder (expected the WxBS pairs)")
+    for pair in sorted(glob.glob(os.path.join(wx, "*", "*"))):
+        if not os.path.isdir(pair):
+            continue
+        rel = os.path.relpath(pair, data).replace(os.sep, "/")
+        for fn in ("01.jpg", "02.jpg"):
+            p = os.path.join(pair, fn)
+            if os.path.isfile(p):
+                out.append(LabelledPhoto(p, f"{rel}/{fn}", rel))
+    return out
+
+
+def labelled_folder(folder: str, labels_csv: str, prefix: str = "", column: str | None = None) -> list[LabelledPhoto]:
+    """Photos of ``folder`` named in ``labels_csv`` (first column: photo file name or path relative to
+    the folder; label: ``column`` or the second column). Names are ``prefix/relative path``."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: no such folder")
+    if not os.path.isfile(labels_csv):
+        raise FileNotFoundError(f"{labels_csv}: no such labels file")
+    with open(labels_csv, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2 or len(rows[0]) < 2:
+        raise ValueError(f"{labels_csv}: needs a header and rows of photo,label")
+    header = [h.strip() for h in rows[0]]
+    li = header.index(column) if column and column in header else 1
+    # Photos may sit in the folder or a sub-folder (e.g. landmarks/images/).
+    by_base = {}
+    for root, _, files in os.walk(folder):
+        for fn in files:
+            by_base.setdefault(fn, []).append(os.path.join(root, fn))
+    out = []
+    for i, row in enumerate(rows[1:], start=2):
+        if not row or not row[0].strip():
+            continue
+        if len(row) <= li or not row[li].strip():
+            raise ValueError(f"{labels_csv}, line {i}: no label")
+        rel = row[0].strip()
+        p = os.path.join(folder, rel)
+        if not os.path.isfile(p):
+            hits = by_base.get(os.path.basename(rel), [])
+            if len(hits) != 1:
+                raise FileNotFoundError(f"{labels_csv}, line {i}: photo {rel!r} not found under {folder}")
+            p = hits[0]
+        name = os.path.relpath(p, folder).replace(os.sep, "/")
+        out.append(LabelledPhoto(p, f"{prefix}/{name}" if prefix else name, row[li].strip()))
+    return out
+
+
+@dataclass
+class CalibrationData:
+    x: np.ndarray  # (N, len(FEATURES)) features of verified candidates
+    y: np.ndarray  # (N,) 1 = same label
+    inliers: np.ndarray  # (N,)
+    query: np.ndarray  # (N,) query row of each example
+    n_queries: int
+
+
+def collect(photos: list[LabelledPhoto], features_path: str, work: str, settings, progress: bool = True,
+            log=print) -> CalibrationData:
+    """Query every photo against an index of all of them (itself excluded) and gather examples."""
+    from tqdm import tqdm
+
+    from delf.featio import FeatureFile
+    from index import Index, IndexConf, build_index_from_features
+
+    from .searching import answer_query
+
+    # Collection needs inliers and spread only: any calibration will do while gathering.
+    from index import SearchConf
+
+    from .searching import SearchSettings
+
+    settings = SearchSettings(settings.search or SearchConf(top_n=max(settings.rerank.verify_top, 1)),
+                              settings.rerank, NEUTRAL, 0.5)
+    label = {p.name: p.label for p in photos}
+    with FeatureFile(features_path) as ff:
+        missing = [p.name for p in photos if p.name not in ff]
+        if missing:
+            raise ValueError(f"{features_path}: no features for {len(missing)} photo(s), e.g. {missing[0]}")
+        feats = {p.name: ff[p.name] for p in photos}
+        conf = ff.conf
+    idx_dir = tempfile.mkdtemp(prefix="calibration-index-", dir=work)
+    log(f"indexing {len(feats)} photos in {idx_dir}")
+    build_index_from_features(idx_dir, feats.items(), conf, IndexConf(), overwrite=True)
+    xs, ys, inl, qs, extra = [], [], [], [], []
+    with Index(idx_dir) as index:
+        for qi, p in enumerate(tqdm(photos, desc="calibrate", unit="query", disable=not progress)):
+            ans = answer_query(index, feats[p.name], p.name, settings, exclude=(p.name,))
+            rs = [r for r in ans.results if r.verified]
+            if not rs:
+                continue
+            xs.append(feature_matrix([r.inliers for r in rs], [r.putative for r in rs], [r.spread for r in rs]))
+            for r in rs:
+                m = r.verification.inliers
+                extra.append((qi, r.inliers, r.putative, r.spread, r.verification.spread_src,
+                              r.verification.spread_dst, r.votes, r.score, r.vote_rank,
+                              len(np.unique(np.round(r.db_xy[m]), axis=0)), len(np.unique(np.round(r.query_xy[m]), axis=0)),
+                              ans.n_query, label.get(r.name) == p.label))
+            ys.append(np.array([label.get(r.name) == p.label for r in rs], np.float64))
+            inl.append(np.array([r.inliers for r in rs]))
+            qs.append(np.full(len(rs), qi))
+    np.save(os.path.join(work, "calibration-examples.npy"), np.array(extra, np.float64))
+    import shutil
+
+    shutil.rmtree(idx_dir, ignore_errors=True)
+    cat = (lambda a, w: np.concatenate(a) if a else np.zeros((0, w)) if w else np.zeros(0))
+    return CalibrationData(cat(xs, len(FEATURES)), cat(ys, 0), cat(inl, 0), cat(qs, 0), len(photos))
+
+
+def fit(data: CalibrationData, min_inliers: int = 5, l2: float = 1e-2, fitted_on: dict | None = None,
+        threshold: float | None = None) -> tuple[Calibration, dict]:
+    """Fit the logistic confidence on the examples with at least ``min_inliers``
+    inliers and choose the default threshold. Returns the calibration and a report."""
+    keep = data.inliers >= min_inliers
+    x, y = data.x[keep], data.y[keep]
+    if len(y) < 10 or y.sum() < 3 or (1 - y).sum() < 3:
+        raise ValueError(f"too few examples with >= {min_inliers} inliers to calibrate "
+                         f"({int(y.sum())} matching, {int((1 - y).sum())} not); label more photos")
+    coef, intercept, mean, scale = fit_logistic(x, y, l2=l2)
+    cal = Calibration(tuple(coef), intercept, tuple(mean), tuple(scale), threshold=0.5, min_inliers=min_inliers,
+                      fitted_on=dict(fitted_on or {}))
+    p_all = np.zeros(len(data.y))
+    p_all[keep] = _probs(cal, x)
+    neg_max = float(p_all[data.y == 0].max()) if (data.y == 0).any() else 0.0
+    if threshold is None:
+        threshold = max(THRESHOLD_FLOOR, math.floor(neg_max / THRESHOLD_STEP) * THRESHOLD_STEP + THRESHOLD_STEP)
+        threshold = min(threshold, 0.99)
+    cal = Calibration(cal.coef, cal.intercept, cal.mean, cal.scale, threshold=float(round(threshold, 4)),
+                      min_inliers=min_inliers, fitted_on=cal.fitted_on)
+    report = report_on(cal, data)
+    report["max_negative_confidence"] = round(neg_max, 4)
+    return cal, report
+
+
+def _probs(cal: Calibration, x: np.ndarray) -> np.ndarray:
+    from verify.confidence import _sigmoid
+
+    return _sigmoid(cal.logit(x))
+
+
+def report_on(cal: Calibration, data: CalibrationData) -> dict:
+    """Per-query figures of a calibration on examples: how many queries would
+    accept a wrong photo, and how many accept a right one."""
+    p = np.where(data.inliers >= cal.min_inliers, _probs(cal, data.x) if len(data.x) else np.zeros(0), 0.0)
+    acc = p >= cal.threshold
+    q_with_pos = np.unique(data.query[data.y == 1])
+    q_accept_pos = np.unique(data.query[(data.y == 1) & acc])
+    q_false = np.unique(data.query[(data.y == 0) & acc])
+    # Log loss and a reliability table of the fitted probabilities.
+    eps = 1e-12
+    keep = data.inliers >= cal.min_inliers
+    ll = -np.mean(data.y[keep] * np.log(p[keep] + eps) + (1 - data.y[keep]) * np.log(1 - p[keep] + eps)) \
+        if keep.any() else float("nan")
+    bins = []
+    for lo in np.arange(0.0, 1.0, 0.2):
+        m = keep & (p >= lo) & (p < lo + 0.2 + (1e-9 if lo >= 0.8 else 0))
+        if m.any():
+            bins.append({"confidence": f"{lo:.1f}-{lo + 0.2:.1f}", "examples": int(m.sum()),
+                         "mean_confidence": round(float(p[m].mean()), 3),
+                         "fraction_matching": round(float(data.y[m].mean()), 3)})
+    return {
+        "examples": int(len(data.y)), "examples_fitted": int(keep.sum()),
+        "matching_examples": int(data.y.sum()), "queries": int(data.n_queries),
+        "queries_with_a_verified_match": int(len(q_with_pos)),
+        "queries_accepting_a_match": int(len(q_accept_pos)),
+        "queries_accepting_a_wrong_photo": int(len(q_false)),
+        "log_loss": round(float(ll), 4), "reliability": bins, "threshold": cal.threshold,
+        "coef": dict(zip(FEATURES, [round(float(c), 4) for c in cal.coef])),
+    }
+
+
+__all__ = ["CalibrationData", "LabelledPhoto", "collect", "fit", "labelled_folder", "report_on",
+           "shared_data_photos"]

@@ -1,0 +1,83 @@
+"""`delf calibrate (--data DIR | --images DIR --labels CSV ...) --out CALIBRATION.json`"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .confargs import add_conf_args, conf_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "calibrate", help="fit the match confidence on your own labelled photos",
+        description="Every labelled photo queries an index of all the others, as `delf search` would; its "
+                    "verified candidates (same label or not) train the logistic confidence, and the default "
+                    "threshold is set above every wrong candidate's confidence. The shipped calibration was made "
+                    "with --data on landmarks/, ukbench/ and wxbs/ (never Oxford).",
+    )
+    src = p.add_argument_group("labelled photos (one or both)")
+    src.add_argument("--data", help="a data folder laid out like ../shared/data: uses landmarks/ and ukbench/ "
+                                    "(labels.csv) and wxbs/ (each pair one place)")
+    src.add_argument("--images", action="append", default=[], metavar="DIR",
+                     help="folder of photos; repeat with one --labels each")
+    src.add_argument("--labels", action="append", default=[], metavar="CSV",
+                     help="CSV photo,label for the --images folder in the same position")
+    p.add_argument("--out", required=True, help="calibration JSON to write (atomically)")
+    p.add_argument("--work", help="folder for the features file (resumable; default: next to --out)")
+    p.add_argument("--candidates", type=int, default=100, help="candidates verified per query (default: %(default)s)")
+    p.add_argument("--min-inliers", type=int, default=5,
+                   help="below this many inliers the confidence is 0 (default: %(default)s)")
+    p.add_argument("--threshold", type=float,
+                   help="decision threshold to record (default: above every wrong candidate's confidence, "
+                        "at least 0.5)")
+    p.add_argument("--report", help="also write the fit's report (counts, reliability table) as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_conf_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+
+    from delf.extract import extract_to_h5
+    from verify.rerank import RerankConf
+
+    from .calibrate import collect, fit, labelled_folder, shared_data_photos
+    from .cli import UserError
+    from .common import write_json
+    from .searching import SearchSettings
+
+    if len(args.images) != len(args.labels):
+        raise UserError("give one --labels CSV per --images folder")
+    if not args.data and not args.images:
+        raise UserError("nothing to calibrate on: give --data DIR or --images DIR --labels CSV")
+    photos = shared_data_photos(args.data) if args.data else []
+    for i, (folder, labels) in enumerate(zip(args.images, args.labels)):
+        photos += labelled_folder(folder, labels, prefix=f"set{i}" if len(args.images) > 1 or args.data else "")
+    if len({p.name for p in photos}) != len(photos):
+        raise UserError("two labelled photos share a name; give distinct folders")
+    work = args.work or os.path.join(os.path.dirname(os.path.abspath(args.out)), "calibration-work")
+    os.makedirs(work, exist_ok=True)
+    feats = os.path.join(work, "features.h5")
+    report = extract_to_h5([(p.path, p.name) for p in photos], feats, conf_from_args(args),
+                           progress=not args.quiet)
+    if report.failed:
+        print(report.summary(), file=sys.stderr)
+        bad = {os.fspath(path) for path, _ in report.failed}
+        photos = [p for p in photos if p.path not in bad]
+    print(f"{len(photos)} labelled photos, {len({p.label for p in photos})} labels")
+    settings = SearchSettings(rerank=RerankConf(verify_top=args.candidates))
+    data = collect(photos, feats, work, settings, progress=not args.quiet)
+    fitted_on = {
+        "photos": len(photos), "labels": len({p.label for p in photos}),
+        "sources": ([os.path.abspath(args.data)] if args.data else []) + [os.path.abspath(d) for d in args.images],
+        "candidates": args.candidates, "command": "delf " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "",
+    }
+    cal, rep = fit(data, min_inliers=args.min_inliers, fitted_on=fitted_on, threshold=args.threshold)
+    cal.save(args.out)
+    if args.report:
+        write_json(args.report, rep)
+    print(json.dumps({k: v for k, v in rep.items() if k != "reliability"}, indent=1))
+    print(f"wrote {args.out}: threshold {cal.threshold:g}")
+    return 0

@@ -1,0 +1,88 @@
+"""`delf evaluate roxford|reject ...`"""
+
+from __future__ import annotations
+
+import os
+
+from .confargs import add_conf_args, conf_from_args
+
+DEFAULT_WORK = os.path.join("out", "evaluate")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="retrieval quality (Revisited Oxford) and rejection of unknown places")
+    ev = p.add_subparsers(dest="evaluation", metavar="EVALUATION")
+    ev.required = True
+
+    r = ev.add_parser(
+        "roxford", help="Revisited Oxford protocol: mAP and mP@1/5/10, Medium and Hard, with and without re-ranking",
+        description="Queries (cropped to their box) search an index of the database photos; the top candidates "
+                    "are verified and re-ranked. Reports mAP and mP@k in percent, the same figures without "
+                    "re-ranking, and per-query times of search, verification and of scikit-image's RANSAC at "
+                    "DELF's settings on the same candidates. --method sift runs the classic RootSIFT reference.",
+    )
+    r.add_argument("--data", required=True, help="folder with jpg/, queries/ and gnd.json")
+    r.add_argument("--method", choices=("delf", "sift"), default="delf", help="(default: %(default)s)")
+    _common(r)
+    r.add_argument("--skimage-queries", type=int, default=2,
+                   help="queries whose candidates are also verified with scikit-image, for the time ratio "
+                        "(default: %(default)s)")
+    r.set_defaults(func=run_roxford)
+
+    j = ev.add_parser(
+        "reject", help="false accepts of photos of other places, true-accept rate and GAP",
+        description="Every photo of landmarks/ and ukbench/ (none shows Oxford) queries the Oxford database, "
+                    "and so do the Oxford queries. Reports false accepts at the threshold, the Oxford queries' "
+                    "true-accept rate (top-1 a positive and accepted) and the GAP over all queries.",
+    )
+    j.add_argument("--data", required=True, help="folder with oxford/, landmarks/ and ukbench/")
+    _common(j)
+    j.set_defaults(func=run_reject)
+
+
+def _common(p) -> None:
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--work", default=DEFAULT_WORK,
+                   help="cache of database features and index, reused across runs (default: %(default)s)")
+    p.add_argument("--db-features", help="features .h5 of the database photos to use instead of extracting them")
+    p.add_argument("--candidates", type=int, default=100, help="candidates verified per query (default: %(default)s)")
+    p.add_argument("--threshold", type=float, help="decision threshold (default: the calibration's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_conf_args(p)
+
+
+def _print(res: dict) -> None:
+    for key, title in (("medium", "Medium"), ("hard", "Hard")):
+        m, n = res[key], res["no_rerank"][key]
+        print(f"{title:>6}: mAP {m['map']:6.2f}  mP@1 {m['mp@1']:6.2f}  mP@5 {m['mp@5']:6.2f}  mP@10 {m['mp@10']:6.2f}"
+              f"   (no re-ranking: mAP {n['map']:6.2f})")
+    t = res["timing_ms"]
+    print("per query: " + ", ".join(f"{k} {v:.1f} ms" if isinstance(v, float) else f"{k} {v}"
+                                    for k, v in t.items() if v is not None))
+
+
+def run_roxford(args) -> int:
+    from .common import write_json
+    from .evaluate import evaluate_roxford
+
+    res = evaluate_roxford(args.data, args.work, conf_from_args(args), method=args.method,
+                           verify_top=args.candidates, skimage_queries=args.skimage_queries,
+                           db_features=args.db_features, threshold=args.threshold, progress=not args.quiet)
+    _print(res)
+    if args.json:
+        write_json(args.json, res)
+    return 0
+
+
+def run_reject(args) -> int:
+    from .common import write_json
+    from .evaluate import evaluate_reject
+
+    res = evaluate_reject(args.data, args.work, conf_from_args(args), verify_top=args.candidates,
+                          threshold=args.threshold, db_features=args.db_features, progress=not args.quiet)
+    print(f"false accepts: {res['false_accepts']} of {res['not_a_match_queries']} not-a-match queries "
+          f"(highest confidence {res['max_not_a_match_confidence']}); true-accept rate {res['true_accept_rate']:.3f}; "
+          f"GAP {res['gap']:.4f}; threshold {res['threshold']:g}")
+    if args.json:
+        write_json(args.json, res)
+    return 0

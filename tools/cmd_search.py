@@ -1,0 +1,154 @@
+"""`delf search INDEX QUERY_PHOTOS... [--top K] [--json OUT] [--draw DIR]`"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+DEFAULT_TOP = 5
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "search", help="find the database photos that show the same place as each query, with a confidence",
+        description="For each query (a photo, a folder of photos, a .txt list, or a features .h5 file whose every "
+                    "photo is a query): extract its features with the index's extractor conf, take the top "
+                    "candidates of the index, verify them with RANSAC in parallel, rank them by (inliers, votes), "
+                    "give each a calibrated confidence and answer 'match' or 'no match'.",
+    )
+    p.add_argument("index", metavar="INDEX", help="index directory (from `delf index build`)")
+    p.add_argument("queries", nargs="+", metavar="QUERY_PHOTOS", help="photos, folders, .txt lists or .h5 files")
+    p.add_argument("--top", type=int, default=DEFAULT_TOP,
+                   help="results shown and written per query (default: %(default)s)")
+    p.add_argument("--candidates", type=int, default=100,
+                   help="candidates taken from the index and verified (default: %(default)s)")
+    p.add_argument("--threshold", type=float,
+                   help="confidence at or above which the best result is a match (default: the calibration's, "
+                        "%s)" % _default_threshold())
+    p.add_argument("--calibration", help="confidence calibration JSON (default: the shipped one)")
+    p.add_argument("--labels", help="CSV of database photo labels (photo,label): each query also gets a "
+                                    "predicted label, or none")
+    p.add_argument("--json", help="write the answers as JSON here")
+    p.add_argument("--draw", metavar="DIR", help="write pictures of the inliers of each query's top results here")
+    p.add_argument("--draw-top", type=int, default=1, help="results drawn per query with --draw (default: %(default)s)")
+    p.add_argument("--db-images", metavar="DIR",
+                   help="folder the database photo names are relative to (needed by --draw)")
+    p.add_argument("--seed", type=int, default=0, help="RANSAC seed (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def _default_threshold() -> str:
+    try:
+        from verify.confidence import Calibration
+
+        return f"{Calibration.load().threshold:g}"
+    except (OSError, ValueError):
+        return "none shipped"
+
+
+def format_answer(ans, top: int) -> list[str]:
+    lab = ""
+    if any(r.label is not None for r in ans.results):
+        from .searching import predicted_label
+
+        label, c = predicted_label(ans)
+        lab = f"  label: {label if label is not None else '-'}"
+    head = (f"{ans.query}: {'MATCH' if ans.match else 'no match'} (confidence {ans.confidence:.3f}, "
+            f"threshold {ans.threshold:g}){lab}")
+    lines = [head]
+    if ans.results:
+        with_label = any(r.label is not None for r in ans.results)
+        lines.append(f"  {'rank':>4}  {'confidence':>10}  {'inliers':>7}  {'votes':>5}  {'spread':>6}  "
+                     f"{'label  ' if with_label else ''}photo")
+        for i, r in enumerate(ans.results[:top], start=1):
+            inl = str(r.inliers) if r.verified else "-"
+            mark = "*" if r.confidence >= ans.threshold else " "
+            lab = f"{(r.label or '-'):<6} " if with_label else ""
+            lines.append(f"  {i:>4}  {r.confidence:>9.3f}{mark}  {inl:>7}  {r.votes:>5}  {r.spread:>6.3f}  "
+                         f"{lab}{r.name}")
+    return lines
+
+
+def run(args) -> int:
+    from delf.extractor import make_extractor
+    from index import Index
+    from verify.confidence import Calibration
+    from verify.rerank import RerankConf
+
+    from .cli import UserError
+    from .common import write_json
+    from .searching import SearchSettings, answer_query, conf_from_resolved, labels_for, load_labels, predicted_label, query_items
+
+    if args.top < 1 or args.candidates < 1:
+        raise UserError("--top and --candidates must be at least 1")
+    if args.draw and not args.db_images:
+        raise UserError("--draw needs --db-images DIR (the folder the database photo names are relative to)")
+    if not os.path.isdir(args.index):
+        raise FileNotFoundError(f"{args.index}: no such index directory")
+    cal = Calibration.load(args.calibration)
+    settings = SearchSettings(rerank=RerankConf(verify_top=args.candidates, seed=args.seed), calibration=cal,
+                              threshold=args.threshold).resolved()
+    index = Index(args.index)
+    labels = labels_for(index.photos, load_labels(args.labels)) if args.labels else None
+    conf = conf_from_resolved(index.extractor_conf)
+
+    def factory():
+        return make_extractor(conf)
+
+    answers, failed = [], []
+    for name, feats, error, qconf in query_items(args.queries, factory):
+        if error:
+            print(f"{name}: skipped: {error}", file=sys.stderr)
+            failed.append({"query": name, "error": error})
+            continue
+        ans = answer_query(index, feats, name, settings, labels=labels, query_conf=qconf)
+        answers.append(ans)
+        print("\n".join(format_answer(ans, args.top)))
+        if args.draw:
+            _draw(ans, args, feats)
+    if args.json:
+        out = {"index": os.path.abspath(args.index), "threshold": settings.threshold, "queries": []}
+        for ans in answers:
+            d = ans.to_dict(args.top)
+            if labels is not None:
+                label, c = predicted_label(ans)
+                d["predicted_label"], d["label_confidence"] = label, round(c, 4)
+            out["queries"].append(d)
+        out["failed"] = failed
+        write_json(args.json, out)
+    if failed:
+        print(f"{len(failed)} quer{'y' if len(failed) == 1 else 'ies'} could not be used:", file=sys.stderr)
+        for f in failed:
+            print(f"  {f['error']}", file=sys.stderr)
+    return 1 if failed and not answers else 0
+
+
+def _draw(ans, args, feats) -> None:
+    from verify.draw import draw_matches, read_image
+
+    from .common import write_png
+
+    os.makedirs(args.draw, exist_ok=True)
+    qpath = _query_path(ans.query, args.queries)
+    for rank, r in enumerate(ans.results[: args.draw_top], start=1):
+        if r.verification is None or qpath is None:
+            continue
+        dpath = os.path.join(args.db_images, r.name)
+        if not os.path.isfile(dpath):
+            print(f"--draw: {dpath}: no such database photo; skipped", file=sys.stderr)
+            continue
+        v = r.verification
+        src, dst = r.query_xy, r.db_xy
+        canvas = draw_matches(read_image(qpath), read_image(dpath), src, dst, inliers=v.inliers,
+                              title=f"{ans.query} -> {r.name}: {r.inliers} inliers, confidence {r.confidence:.3f}")
+        stem = os.path.splitext(ans.query.replace("/", "_"))[0]
+        write_png(os.path.join(args.draw, f"{stem}_{rank:02d}.png"), canvas)
+
+
+def _query_path(name: str, inputs) -> str | None:
+    for item in inputs:
+        if os.path.isdir(item) and os.path.isfile(os.path.join(item, name)):
+            return os.path.join(item, name)
+        if os.path.isfile(item) and os.path.basename(item) == name:
+            return item
+    return None

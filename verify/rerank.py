@@ -1,0 +1,158 @@
+"""Geometric re-ranking of a query's candidates, with a calibrated confidence.
+
+Input is what a search returns (``index.Candidates`` or any object with the
+same arrays: names, votes, scores, image_sizes, offsets, query_xy, db_xy,
+distances); nothing here imports the index.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .confidence import Calibration
+from .estimate import RansacConf, Verification, ransac_many
+
+
+@dataclass(frozen=True)
+class RerankConf:
+    """verify_top: candidates verified (the rest keep their vote order after them).
+    ransac: the verification settings (DELF's: affine, 20 px).
+    seed: one seed for the whole query; candidate i uses ``pair_seed(seed, i)``."""
+
+    verify_top: int = 100
+    ransac: RansacConf = field(default_factory=RansacConf)
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.verify_top, bool) or not isinstance(self.verify_top, int) or self.verify_top < 0:
+            raise ValueError(f"verify_top must be a non-negative integer, got {self.verify_top!r}")
+
+
+@dataclass
+class Result:
+    """One database photo in a query's answer."""
+
+    name: str
+    votes: int
+    score: float  # summed vote weight (the search's ranking key)
+    vote_rank: int  # 0-based rank before verification
+    putative: int  # putative correspondences
+    inliers: int  # -1: not verified (beyond verify_top)
+    spread: float
+    confidence: float
+    verification: Verification | None = None
+    label: str | None = None
+    query_xy: np.ndarray | None = field(default=None, repr=False)  # putative correspondences (for drawing)
+    db_xy: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def verified(self) -> bool:
+        return self.inliers >= 0
+
+    def to_dict(self) -> dict:
+        d = {
+            "name": self.name, "inliers": int(self.inliers), "votes": int(self.votes),
+            "score": round(float(self.score), 4), "confidence": round(float(self.confidence), 4),
+            "spread": round(float(self.spread), 4), "putative": int(self.putative),
+            "vote_rank": int(self.vote_rank),
+        }
+        if self.label is not None:
+            d["label"] = self.label
+        if self.verification is not None and self.verification.model is not None:
+            d["model"] = np.round(self.verification.model, 6).tolist()
+        return d
+
+
+@dataclass
+class Answer:
+    """A query's ranked results and its match / no-match decision."""
+
+    query: str
+    results: list  # of Result, best first
+    threshold: float
+    verify_ms: float = 0.0
+    search_ms: float = 0.0
+    n_query: int = 0
+
+    @property
+    def best(self) -> Result | None:
+        return self.results[0] if self.results else None
+
+    @property
+    def match(self) -> bool:
+        b = self.best
+        return b is not None and b.confidence >= self.threshold
+
+    @property
+    def confidence(self) -> float:
+        return float(self.best.confidence) if self.results else 0.0
+
+    def matches(self) -> list:
+        """Every result at or above the threshold (best first)."""
+        return [r for r in self.results if r.confidence >= self.threshold]
+
+    def to_dict(self, top: int | None = None) -> dict:
+        res = self.results if top is None else self.results[:top]
+        return {
+            "query": self.query, "decision": "match" if self.match else "no match",
+            "confidence": round(self.confidence, 4), "threshold": self.threshold,
+            "n_query_features": int(self.n_query),
+            "timing_ms": {"search": round(self.search_ms, 3), "verify": round(self.verify_ms, 3)},
+            "results": [r.to_dict() for r in res],
+        }
+
+
+def rank_key(inliers: np.ndarray, votes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Order (best first) by inliers, then votes, then vote weight, then the
+    given order (stable): unverified candidates carry inliers -1 and so come
+    after every verified one, in their vote order."""
+    return np.lexsort((np.arange(len(inliers)), -np.asarray(scores, np.float64),
+                       -np.asarray(votes, np.int64), -np.asarray(inliers, np.int64)))
+
+
+def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: Calibration | None = None,
+           threshold: float | None = None, query: str = "") -> Answer:
+    """Verify the first ``conf.verify_top`` candidates in parallel, rank all of
+    them by (inliers, votes), and give each a confidence."""
+    conf = conf or RerankConf()
+    calibration = calibration or Calibration.load()
+    threshold = calibration.threshold if threshold is None else float(threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    m = len(cands.votes)
+    n_ver = min(conf.verify_top, m)
+    offsets = np.asarray(cands.offsets, np.int64)
+    putative = np.diff(offsets).astype(np.int64)
+    t0 = time.perf_counter()
+    ver: list = []
+    if n_ver:
+        end = int(offsets[n_ver])
+        # Best matches first for PROSAC: a smaller descriptor distance is a better match.
+        quality = -np.asarray(cands.distances[:end], np.float64)
+        ver = ransac_many(np.asarray(cands.query_xy[:end]), np.asarray(cands.db_xy[:end]), offsets[: n_ver + 1],
+                          seed=conf.seed, quality=quality, src_size=query_size,
+                          dst_size=[tuple(s) for s in np.asarray(cands.image_sizes)[:n_ver]], conf=conf.ransac)
+    verify_ms = (time.perf_counter() - t0) * 1000
+    inliers = np.full(m, -1, np.int64)
+    spread = np.zeros(m)
+    inliers[:n_ver] = [v.num_inliers for v in ver]
+    spread[:n_ver] = [v.spread for v in ver]
+    conf_v = np.zeros(m)
+    if n_ver:
+        conf_v[:n_ver] = calibration.confidence(inliers[:n_ver], putative[:n_ver], spread[:n_ver])
+    order = rank_key(inliers, cands.votes, cands.scores)
+    results = [
+        Result(name=cands.names[i], votes=int(cands.votes[i]), score=float(cands.scores[i]), vote_rank=int(i),
+               putative=int(putative[i]), inliers=int(inliers[i]), spread=float(spread[i]),
+               confidence=float(conf_v[i]), verification=ver[i] if i < n_ver else None,
+               query_xy=cands.query_xy[offsets[i]:offsets[i + 1]], db_xy=cands.db_xy[offsets[i]:offsets[i + 1]])
+        for i in order
+    ]
+    return Answer(query=query, results=results, threshold=threshold, verify_ms=verify_ms,
+                  n_query=int(getattr(cands, "n_query", 0)))
+
+
+__all__ = ["Answer", "RerankConf", "Result", "rank_key", "rerank"]
