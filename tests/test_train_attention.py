@@ -156,3 +156,33 @@ def test_feature_map_cache_rebuilds_the_extractors_features(small_extractor, tmp
     with FeatureFile(out) as ff:
         assert ff.conf["scales"] == list(ex.conf.scales)
         np.testing.assert_allclose(ff["lund_02.jpg"].locations, rebuilt.locations)
+
+
+def test_survival_labels_follow_the_true_homography(handful, cache_dir, small_extractor):
+    from delf.training.data import AugmentedMaps, survival_labels
+
+    conf = small_train_conf()
+    store = AugmentedMaps(cache_dir, "lite0", None, conf.augment, conf.seed)
+    bb = small_extractor.backbone
+    photo = handful[0]
+    maps, geo = store.get(photo, bb), store.geometry(photo)
+    # A copy against itself: every cell survives where it is.
+    same = survival_labels(maps[0], geo[0], maps[0], geo[0], bb.grid, 12.0)
+    assert np.all(same == 1)
+    # Against the other copy under the true homography, many (not all) survive;
+    # with a wrong homography (the other copy's shifted by 40 px) hardly any do.
+    true = survival_labels(maps[0], geo[0], maps[1], geo[1], bb.grid, 12.0)
+    shifted = (np.array([[1, 0, 40], [0, 1, 0], [0, 0, 1]]) @ geo[1][0], geo[1][1], geo[1][2])
+    wrong = survival_labels(maps[0], geo[0], maps[1], shifted, bb.grid, 12.0)
+    rate = lambda t: np.mean(t[t >= 0] == 1)  # noqa: E731
+    assert 0.1 < rate(true) < 1.0
+    assert rate(wrong) < 0.5 * rate(true)
+
+
+def test_homography_objective_trains_without_labels(handful, cache_dir, small_extractor, tmp_path):
+    import dataclasses
+
+    photos = [dataclasses.replace(p, label="-") for p in handful]
+    result = train(photos, tmp_path / "s.npz", cache_dir, small_extractor.backbone, objective="homography", epochs=4)
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < losses[0], losses

@@ -25,7 +25,11 @@ def register(sub) -> None:
                    help="folder of photos (repeatable, one per --labels)")
     a.add_argument("--labels", action="append", required=True, metavar="CSV",
                    help="CSV: photo (relative to --images), label; header optional. Or 'folders': each photo's "
-                        "folder is its class (repeatable)")
+                        "folder is its class; 'none': unlabelled (--objective homography) (repeatable)")
+    a.add_argument("--objective", default="labels", choices=["labels", "homography", "both"],
+                   help="labels: DELF's classification loss; homography: self-supervised, predict which cells "
+                        "survive into another augmented copy (random homography, colour change) of the same "
+                        "photo; both (default: %(default)s)")
     a.add_argument("--out", required=True, metavar="WEIGHTS", help="attention head .npz to write")
     a.add_argument("--cache", help="feature-map cache folder (default: WEIGHTS.cache)")
     a.add_argument("--checkpoint", help="checkpoint, written every epoch and resumed from (default: WEIGHTS.ckpt.npz)")
@@ -84,7 +88,7 @@ def run_attention(args) -> int:
     if not 0 <= args.val_fraction < 1:
         raise ValueError("--val-fraction must be in [0, 1)")
     conf = TrainConf(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                     val_fraction=args.val_fraction,
+                     val_fraction=args.val_fraction, objective=args.objective,
                      augment=AugmentConf(copies=args.copies, min_side=args.min_side, max_side=args.max_side))
     curve = args.curve or os.path.splitext(args.out)[0] + ".png"
     result = train_attention(photos, args.out, args.cache or args.out + ".cache", conf,

@@ -26,9 +26,10 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..attention import BN_EPS, HIDDEN, AttentionHead
-from .data import AugmentConf, AugmentedMaps, Photo, split_photos
+from .data import AugmentConf, AugmentedMaps, Photo, split_photos, survival_labels
 
 CKPT_VERSION = 1
+OBJECTIVES = ("labels", "homography", "both")
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,16 @@ class TrainConf:
     lr: float = 5e-3
     weight_decay: float = 1e-4
     val_fraction: float = 0.15
+    # "labels": DELF's classification loss; "homography": self-supervised, the
+    # attention predicts which cells survive into another augmented copy of
+    # the same photo (mutual nearest neighbour at the true place); "both".
+    objective: str = "labels"
+    match_px: float = 12.0
     augment: AugmentConf = field(default_factory=AugmentConf)
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -72,13 +82,14 @@ def _init_params(rng: np.random.Generator, c: int, k: int) -> dict:
     }
 
 
-def _pack(maps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The valid cells of a batch of maps as one (N, C) array plus the copy
-    each cell belongs to: no padding, and one traced graph for every batch."""
+def _pack(maps: list[np.ndarray], targets: list[np.ndarray]):
+    """The cells of a batch of maps as one (N, C) array, the copy each cell
+    belongs to and its survival target: no padding, and one traced graph for
+    every batch."""
     c = maps[0].shape[-1]
     x = np.concatenate([m.reshape(-1, c) for m in maps]).astype(np.float32)
     seg = np.repeat(np.arange(len(maps), dtype=np.int32), [m.shape[0] * m.shape[1] for m in maps])
-    return x, seg
+    return x, seg, np.concatenate(targets).astype(np.float32)
 
 
 class _Model:
@@ -93,11 +104,11 @@ class _Model:
         self.v = {k: tf.Variable(np.zeros_like(params[k]), name=k + "_v") for k in self.names}
         self.t = tf.Variable(0.0)
         sig = [tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32),
-               tf.TensorSpec([None], tf.int32)]
+               tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int32)]
         self._step = tf.function(self._train_step, input_signature=sig)
         self._eval = tf.function(self._forward, input_signature=sig)
 
-    def _forward(self, x, seg, labels):
+    def _forward(self, x, seg, targets, labels):
         tf, p = self.tf, self.vars
         b = tf.shape(labels)[0]
         xn = x / tf.maximum(tf.norm(x, axis=-1, keepdims=True), 1e-12)
@@ -111,14 +122,24 @@ class _Model:
         counts = tf.math.unsorted_segment_sum(tf.ones_like(a), seg, b)
         pooled = tf.math.unsorted_segment_sum(a[:, None] * xn, seg, b) / counts[:, None]
         logits = pooled @ p["cls_w"] + p["cls_b"]
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        loss = 0.0
+        if self.conf.objective in ("labels", "both"):
+            loss += tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        if self.conf.objective in ("homography", "both"):
+            # Balanced binary cross-entropy on the score's logit (softplus is
+            # monotonic, so the ranking of cells is what is learnt).
+            pos = tf.cast(targets > 0.5, tf.float32)
+            neg = tf.cast(tf.abs(targets) < 0.5, tf.float32)
+            bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=pos, logits=s)
+            loss += 0.5 * (tf.reduce_sum(bce * pos) / tf.maximum(tf.reduce_sum(pos), 1.0)
+                           + tf.reduce_sum(bce * neg) / tf.maximum(tf.reduce_sum(neg), 1.0))
         acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels), tf.float32))
         return loss, acc
 
-    def _train_step(self, x, seg, labels):
+    def _train_step(self, x, seg, targets, labels):
         tf, c = self.tf, self.conf
         with tf.GradientTape() as tape:
-            loss, acc = self._forward(x, seg, labels)
+            loss, acc = self._forward(x, seg, targets, labels)
             decay = tf.add_n([tf.reduce_sum(tf.square(self.vars[k])) for k in ("conv1_w", "conv2_w", "cls_w")])
             total = loss + c.weight_decay * decay
         grads = tape.gradient(total, [self.vars[k] for k in self.names])
@@ -126,17 +147,19 @@ class _Model:
         b1, b2 = 0.9, 0.999
         lr = c.lr * tf.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         for k, g in zip(self.names, grads):
+            if g is None:  # the classifier's bias when only the survival objective is trained
+                continue
             self.m[k].assign(b1 * self.m[k] + (1 - b1) * g)
             self.v[k].assign(b2 * self.v[k] + (1 - b2) * tf.square(g))
             self.vars[k].assign_sub(lr * self.m[k] / (tf.sqrt(self.v[k]) + 1e-8))
         return loss, acc
 
-    def step(self, x, seg, labels):
-        loss, acc = self._step(x, seg, labels)
+    def step(self, x, seg, targets, labels):
+        loss, acc = self._step(x, seg, targets, labels)
         return float(loss), float(acc)
 
-    def evaluate(self, x, seg, labels):
-        loss, acc = self._eval(x, seg, labels)
+    def evaluate(self, x, seg, targets, labels):
+        loss, acc = self._eval(x, seg, targets, labels)
         return float(loss), float(acc)
 
     def state(self) -> dict:
@@ -217,7 +240,7 @@ def train_attention(
     if len(photos) < 2:
         raise ValueError("training needs at least two labelled photos")
     classes = sorted({p.label for p in photos})
-    if len(classes) < 2:
+    if len(classes) < 2 and conf.objective != "homography":
         raise ValueError(f"training needs at least two classes, got only {classes[0]!r}")
     label_of = {c: i for i, c in enumerate(classes)}
     if backbone is None:
@@ -225,9 +248,21 @@ def train_attention(
 
         backbone = make_backbone(backbone_name, backbone_weights)
     store = AugmentedMaps(cache_dir, backbone_name, backbone_weights, conf.augment, conf.seed)
-    maps, labels, owner = [], [], []
+    maps, labels, owner, targets = [], [], [], []
+    need_targets = conf.objective != "labels"
+    if need_targets and conf.augment.copies < 2:
+        raise ValueError("the homography objective needs at least two augmented copies per photo")
     for i, p in enumerate(tqdm(photos, desc="feature maps", unit="photo", disable=not progress, dynamic_ncols=True)):
-        for m in store.get(p, backbone):
+        pm = store.get(p, backbone)
+        if need_targets:
+            # Copies pair up (0, 1), (2, 3), ...; an odd last copy pairs with copy 0.
+            geo = store.geometry(p)
+            for k in range(len(pm)):
+                other = k ^ 1 if (k ^ 1) < len(pm) else 0
+                targets.append(survival_labels(pm[k], geo[k], pm[other], geo[other], backbone.grid, conf.match_px))
+        else:
+            targets += [np.full(m.shape[0] * m.shape[1], -1, np.int8) for m in pm]
+        for m in pm:
             maps.append(m)
             labels.append(label_of[p.label])
             owner.append(i)
@@ -235,6 +270,9 @@ def train_attention(
     train_photos, val_photos = split_photos(photos, conf.val_fraction, conf.seed)
     tr = np.flatnonzero(np.isin(owner, train_photos))
     va = np.flatnonzero(np.isin(owner, val_photos))
+    if need_targets:
+        allt = np.concatenate(targets)
+        log(f"survival targets: {np.mean(allt[allt >= 0] == 1):.3f} of {np.sum(allt >= 0)} cells survive")
     log(f"{len(photos)} photos of {len(classes)} classes ({len(train_photos)} train, {len(val_photos)} validation), "
         f"{conf.augment.copies} augmented copies each; feature maps ready in {time.perf_counter() - t0:.0f} s")
 
@@ -263,8 +301,8 @@ def train_attention(
         tot_l = tot_a = 0.0
         for b in range(0, len(idx), 64):
             sel = idx[b : b + 64]
-            x, seg = _pack([maps[j] for j in sel])
-            l, a = model.evaluate(x, seg, labels[sel])
+            x, seg, t = _pack([maps[j] for j in sel], [targets[j] for j in sel])
+            l, a = model.evaluate(x, seg, t, labels[sel])
             tot_l += l * len(sel)
             tot_a += a * len(sel)
         return tot_l / len(idx), tot_a / len(idx)
@@ -277,8 +315,8 @@ def train_attention(
         losses, accs, sizes = [], [], []
         for sel in _batches(len(tr), conf.batch_size, erng):
             sel = tr[sel]
-            x, seg = _pack([maps[j] for j in sel])
-            l, a = model.step(x, seg, labels[sel])
+            x, seg, t = _pack([maps[j] for j in sel], [targets[j] for j in sel])
+            l, a = model.step(x, seg, t, labels[sel])
             losses.append(l)
             accs.append(a)
             sizes.append(len(sel))

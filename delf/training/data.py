@@ -54,18 +54,20 @@ def read_labels(images: str, labels: str, prefix: str = "") -> list[Photo]:
     ``images``) and whose second column is its class (a header row is
     recognised when its first cell is not a photo name); or the word
     ``folders``: every photo's class is the folder it sits in (e.g. one WxBS
-    pair per folder)."""
+    pair per folder); or ``none``: every photo of the folder, unlabelled (for
+    the self-supervised objective)."""
     images = os.fspath(images)
     if not os.path.isdir(images):
         raise FileNotFoundError(f"{images}: no such folder of photos")
     out = []
-    if labels == "folders":
+    if labels in ("folders", "none"):
         for root, dirs, files in os.walk(images):
             dirs.sort()
             for f in sorted(files):
                 if f.lower().endswith(IMAGE_SUFFIXES):
                     rel = os.path.relpath(os.path.join(root, f), images)
-                    out.append(Photo(os.path.join(images, rel), prefix + rel, prefix + os.path.dirname(rel)))
+                    label = prefix + os.path.dirname(rel) if labels == "folders" else "-"
+                    out.append(Photo(os.path.join(images, rel), prefix + rel, label))
         if not out:
             raise ValueError(f"{images}: no photos found in its subfolders")
         return out
@@ -139,11 +141,21 @@ def augment(rgb: np.ndarray, rng: np.random.Generator, conf: AugmentConf):
     if scale < 0.9:
         sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
         small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
-        m = m @ np.diag([w / sw, h / sh, 1.0])
+        warp = m @ np.diag([w / sw, h / sh, 1.0])
     else:
-        small = rgb
-    out = cv2.warpPerspective(small, m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        small, warp = rgb, m
+    out = cv2.warpPerspective(small, warp, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     return colour_jitter(out, rng, conf), m
+
+
+def replay_geometry(width: int, height: int, rng: np.random.Generator, conf: AugmentConf):
+    """(H, copy width, copy height) of the next copy ``augment`` would make
+    with this generator, without making it: the same random draws."""
+    m, ow, oh = random_homography(rng, width, height, conf)
+    rng.uniform(size=3)  # brightness, contrast, saturation
+    if conf.hue > 0:
+        rng.uniform()
+    return m, ow, oh
 
 
 def photo_seed(seed: int, name: str) -> np.random.SeedSequence:
@@ -167,6 +179,24 @@ class AugmentedMaps:
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name + ".npz")
+
+    def geometry(self, photo: Photo) -> list[tuple[np.ndarray, int, int]]:
+        """(H photo -> copy, copy width, copy height) of each copy, replayed
+        from the seed (no backbone pass)."""
+        from PIL import Image
+
+        from ..image import load_image
+
+        try:
+            with Image.open(photo.path) as im:
+                if im.getexif().get(0x0112, 1) == 1:
+                    w, h = im.size
+                else:
+                    h, w = load_image(photo.path).shape[:2]
+        except OSError:
+            h, w = load_image(photo.path).shape[:2]
+        rng = np.random.default_rng(photo_seed(self.seed, photo.name))
+        return [replay_geometry(w, h, rng, self.conf) for _ in range(self.conf.copies)]
 
     def get(self, photo: Photo, backbone) -> list[np.ndarray]:
         path = self.path(photo.name)
@@ -205,3 +235,33 @@ def split_photos(photos: list[Photo], val_fraction: float, seed: int) -> tuple[l
         val += [idx[k] for k in order[:n_val]]
         train += [idx[k] for k in order[n_val:]]
     return sorted(train), sorted(val)
+
+
+def survival_labels(map_a: np.ndarray, geo_a, map_b: np.ndarray, geo_b, grid, match_px: float) -> np.ndarray:
+    """Per cell of copy A (row-major): 1 if it survives into copy B of the
+    same photo (its descriptor's mutual nearest neighbour in B lies within
+    ``match_px`` of where the true homography puts it), 0 if it does not,
+    -1 if it falls outside B (no verdict). ``geo_*``: (H photo -> copy, copy
+    width, copy height); ``grid(h, w)`` gives the cell centres (xs, ys)."""
+    (ha, wa_, ha_), (hb, wb_, hb_) = (geo_a[0], geo_a[1], geo_a[2]), (geo_b[0], geo_b[1], geo_b[2])
+    xa, ya = grid(ha_, wa_)
+    xb, yb = grid(hb_, wb_)
+    if (len(ya), len(xa)) != map_a.shape[:2] or (len(yb), len(xb)) != map_b.shape[:2]:
+        raise RuntimeError("copy geometry does not match its feature map")
+    pa = np.stack(np.meshgrid(xa, ya), axis=-1).reshape(-1, 2).astype(np.float64)
+    pb = np.stack(np.meshgrid(xb, yb), axis=-1).reshape(-1, 2).astype(np.float64)
+    h_ab = hb @ np.linalg.inv(ha)
+    q = np.c_[pa, np.ones(len(pa))] @ h_ab.T
+    q = q[:, :2] / q[:, 2:3]
+    inside = (q[:, 0] >= 0) & (q[:, 0] < wb_) & (q[:, 1] >= 0) & (q[:, 1] < hb_)
+    da = map_a.reshape(-1, map_a.shape[-1]).astype(np.float32)
+    db = map_b.reshape(-1, map_b.shape[-1]).astype(np.float32)
+    da /= np.maximum(np.linalg.norm(da, axis=1, keepdims=True), 1e-12)
+    db /= np.maximum(np.linalg.norm(db, axis=1, keepdims=True), 1e-12)
+    sim = da @ db.T
+    nn_ab, nn_ba = sim.argmax(axis=1), sim.argmax(axis=0)
+    mutual = nn_ba[nn_ab] == np.arange(len(da))
+    close = np.linalg.norm(pb[nn_ab] - q, axis=1) < match_px
+    out = np.where(mutual & close, 1, 0).astype(np.int8)
+    out[~inside] = -1
+    return out
