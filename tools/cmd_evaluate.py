@@ -39,6 +39,9 @@ def register(sub) -> None:
     _common(j)
     j.set_defaults(func=run_reject)
 
+    from .eval_collection import register as register_collection
+    register_collection(ev)
+
 
 def _common(p) -> None:
     p.add_argument("--json", help="write the results here")
