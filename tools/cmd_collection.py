@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from .confargs import add_conf_args, conf_from_args
 
@@ -66,7 +67,8 @@ def dask_client(args):
             yield client
         return
     # One thread per worker process: each runs its own TensorFlow and Numba pools.
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cl, \
             Client(cl) as client:
         yield client
 

@@ -176,6 +176,15 @@ def _cached(key, make):
         return obj
 
 
+def release_cache() -> None:
+    """Close the files this process keeps open between tasks."""
+    with _CACHE_LOCK:
+        for key, obj in list(_CACHE.items()):
+            if key[0] in ("features", "index"):
+                obj.close()
+                del _CACHE[key]
+
+
 def _features_file(path: str):
     from delf.featio import FeatureFile
 
@@ -303,8 +312,8 @@ def _extract(items, work: str, conf, client, window: int, progress: bool) -> tup
     failed, done = [], 0
     writer = None
     try:
-        for name, feats, problem, resolved in _run_tasks(client, extract_task, [(p, n, conf) for p, n in todo],
-                                                         window, "extract", progress):
+        tasks = [(os.path.abspath(p), n, conf) for p, n in todo]
+        for name, feats, problem, resolved in _run_tasks(client, extract_task, tasks, window, "extract", progress):
             if writer is None:
                 writer = FeatureWriter(path, resolved)
             if feats is None:
@@ -321,18 +330,21 @@ def _extract(items, work: str, conf, client, window: int, progress: bool) -> tup
     return done, failed
 
 
-def _ensure_index(work: str, index_conf=None) -> str:
-    """Build work/index from work/features.h5 unless it already holds exactly
-    those photos with the same conf. Returns the index key (its content's digest)."""
+def _ensure_index(work: str, names: list, index_conf=None) -> str:
+    """Build work/index from the features of ``names`` (photos of this run;
+    a features file may hold photos since removed from the folder) unless it
+    already holds exactly those with the same confs. Returns the index key
+    (a digest of what the index holds)."""
+    from delf.atomic import atomic_write_bytes
     from delf.featio import FeatureFile
-    from index import IndexConf, build_index
+    from index import IndexConf, build_index_from_features
     from index import store
 
     index_conf = index_conf or IndexConf()
     feats_path = os.path.join(work, "features.h5")
     with FeatureFile(feats_path) as ff:
-        names, conf = list(ff.names), ff.conf
-    key = hashlib.sha256(json.dumps({"photos": names, "extractor": conf,
+        conf = ff.conf
+    key = hashlib.sha256(json.dumps({"photos": sorted(names), "extractor": conf,
                                      "index": {k: v for k, v in index_conf.to_dict().items()
                                                if k not in ("build_threads", "lock_timeout")}},
                                     sort_keys=True).encode()).hexdigest()[:32]
@@ -342,9 +354,8 @@ def _ensure_index(work: str, index_conf=None) -> str:
         with open(key_file) as f:
             if f.read().strip() == key:
                 return key
-    build_index(idx_dir, [feats_path], index_conf, overwrite=True)
-    from delf.atomic import atomic_write_bytes
-
+    with FeatureFile(feats_path) as ff:
+        build_index_from_features(idx_dir, ((n, ff[n]) for n in sorted(names)), conf, index_conf, overwrite=True)
     atomic_write_bytes(key_file, (key + "\n").encode())
     return key
 
@@ -495,7 +506,8 @@ def run_collection(inputs, out: str, conf: CollectionConf | None = None, extract
     conf = conf or CollectionConf()
     extractor_conf = extractor_conf or ExtractorConf()
     out = os.fspath(out)
-    work = os.fspath(work) if work else os.path.join(out, "work")
+    # Absolute: Dask workers may run in another folder.
+    work = os.path.abspath(os.fspath(work) if work else os.path.join(out, "work"))
     os.makedirs(os.path.join(work, "queries"), exist_ok=True)
     rep = CollectionReport(out=out)
     sec = rep.seconds
@@ -542,7 +554,7 @@ def run_collection(inputs, out: str, conf: CollectionConf | None = None, extract
     # A photo that failed in an earlier run fails again here (it is retried).
     rep.failed = sorted(failed) + sorted((n, "not extracted") for _, n in items
                                          if n not in stored and n not in failed_names)
-    index_key = _ensure_index(work, index_conf)
+    index_key = _ensure_index(work, names, index_conf)
     fingerprint = _fingerprint(settings, index_key)
     sec["index"] = time.perf_counter() - t
 
@@ -557,6 +569,7 @@ def run_collection(inputs, out: str, conf: CollectionConf | None = None, extract
 
     # 5. graph and groups
     t = time.perf_counter()
+    release_cache()
     pairs, live = _edges(work, names, fingerprint)
     rep.pairs_verified = len(pairs)
     rep.pairs_total = len(names) * (len(names) - 1) // 2
