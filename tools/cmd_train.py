@@ -96,10 +96,12 @@ def run_attention(args) -> int:
                              checkpoint=args.checkpoint, curve=curve, progress=not args.quiet,
                              log=lambda m: print(m, file=sys.stderr))
     last = result.history[-1] if result.history else {}
-    print(f"{args.out}: attention head trained on {result.n_train} augmented copies ({len(result.classes)} classes), "
-          f"final train loss {last.get('train_loss', float('nan')):.3f}, validation loss "
-          f"{last.get('val_loss', float('nan')):.3f}, validation accuracy {last.get('val_acc', float('nan')):.3f} "
-          f"({result.seconds / 60:.1f} min)")
+    what = f"{len(result.classes)} classes" if args.objective != "homography" else "survival under homographies"
+    line = (f"{args.out}: attention head trained on {result.n_train} augmented copies ({what}), final train loss "
+            f"{last.get('train_loss', float('nan')):.3f}, validation loss {last.get('val_loss', float('nan')):.3f}")
+    if args.objective != "homography":
+        line += f", validation accuracy {last.get('val_acc', float('nan')):.3f}"
+    print(line + f" ({result.seconds / 60:.1f} min)")
     print(f"wrote {args.out}, {curve}")
     return 0
 
