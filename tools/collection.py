@@ -340,7 +340,10 @@ def _ensure_index(work: str, names: list, index_conf=None) -> str:
     from index import IndexConf, build_index_from_features
     from index import store
 
-    index_conf = index_conf or IndexConf()
+    # One build thread: Annoy's multi-threaded build is not reproducible even with a seed
+    # (measured: two builds of the same 202 photos gave different trees and, for one pair,
+    # 347 vs 350 inliers), and a rebuild after a kill must give the same index.
+    index_conf = index_conf or IndexConf(build_threads=1)
     feats_path = os.path.join(work, "features.h5")
     with FeatureFile(feats_path) as ff:
         conf = ff.conf
