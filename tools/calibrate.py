@@ -15,6 +15,7 @@ import csv
 import glob
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 
@@ -24,7 +25,15 @@ from verify.confidence import FEATURES, Calibration, feature_matrix, fit_logisti
 
 NEUTRAL = Calibration(coef=(1.0, 0.0, 0.0, 0.0), intercept=0.0, mean=(0.0,) * 4, scale=(1.0,) * 4, min_inliers=0)
 THRESHOLD_FLOOR = 0.5
-THRESHOLD_STEP = 0.05
+THRESHOLD_STEP = 0.01
+# Calibration labels are noisy at the edges (WxBS pairs of one room or one city under different names):
+# the default threshold lets at most 1% of calibration queries accept a photo of another label.
+MAX_FALSE_ACCEPT_RATE = 0.01
+# The putative count and inlier ratio mostly tell which data set a photo comes from, not whether it matches.
+USE = ("log_inliers", "spread")
+
+
+STRECHA_COURTYARD = ("entry", "fountain", "castle")
 
 
 @dataclass
@@ -39,8 +48,14 @@ def shared_data_photos(data: str) -> list[LabelledPhoto]:
     ukbench/ (object) and wxbs/ (each pair its own place). Names are relative to ``data``."""
     out: list[LabelledPhoto] = []
     for sub, col in (("landmarks", "scene"), ("ukbench", "object")):
-        out += labelled_folder(os.path.join(data, sub), os.path.join(data, sub, "labels.csv"), prefix=sub,
-                               column=col)
+        photos = labelled_folder(os.path.join(data, sub), os.path.join(data, sub, "labels.csv"), prefix=sub,
+                                 column=col)
+        for p in photos:
+            # Strecha's entry-P10, fountain-P11 and castle-P19/P30 were taken in one courtyard and share
+            # walls (up to 246 affine inliers between their photos): one place for calibration.
+            if sub == "landmarks" and p.label in STRECHA_COURTYARD:
+                p.label = "strecha-courtyard"
+        out += photos
     wx = os.path.join(data, "wxbs")
     if not os.path.isdir(wx):
         raise FileNotFoundError(f"{wx}: no such folder (expected the WxBS pairs)")
@@ -48,10 +63,12 @@ def shared_data_photos(data: str) -> list[LabelledPhoto]:
         if not os.path.isdir(pair):
             continue
         rel = os.path.relpath(pair, data).replace(os.sep, "/")
+        # One place may appear in several WxBS categories (kyiv) or as a second pair (lab, lab2).
+        place = "wxbs:" + re.sub(r"\d+$", "", os.path.basename(pair))
         for fn in ("01.jpg", "02.jpg"):
             p = os.path.join(pair, fn)
             if os.path.isfile(p):
-                out.append(LabelledPhoto(p, f"{rel}/{fn}", rel))
+                out.append(LabelledPhoto(p, f"{rel}/{fn}", place))
     return out
 
 
@@ -99,6 +116,11 @@ class CalibrationData:
     query: np.ndarray  # (N,) query row of each example
     n_queries: int
 
+    @classmethod
+    def load(cls, path: str) -> "CalibrationData":
+        with np.load(path) as z:
+            return cls(z["x"], z["y"], z["inliers"], z["query"], int(z["n_queries"]))
+
 
 def collect(photos: list[LabelledPhoto], features_path: str, work: str, settings, progress: bool = True,
             log=print) -> CalibrationData:
@@ -127,53 +149,64 @@ def collect(photos: list[LabelledPhoto], features_path: str, work: str, settings
     idx_dir = tempfile.mkdtemp(prefix="calibration-index-", dir=work)
     log(f"indexing {len(feats)} photos in {idx_dir}")
     build_index_from_features(idx_dir, feats.items(), conf, IndexConf(), overwrite=True)
-    xs, ys, inl, qs, extra = [], [], [], [], []
+    xs, ys, inl, qs = [], [], [], []
     with Index(idx_dir) as index:
         for qi, p in enumerate(tqdm(photos, desc="calibrate", unit="query", disable=not progress)):
             ans = answer_query(index, feats[p.name], p.name, settings, exclude=(p.name,))
             rs = [r for r in ans.results if r.verified]
             if not rs:
                 continue
-            xs.append(feature_matrix([r.inliers for r in rs], [r.putative for r in rs], [r.spread for r in rs]))
-            for r in rs:
-                m = r.verification.inliers
-                extra.append((qi, r.inliers, r.putative, r.spread, r.verification.spread_src,
-                              r.verification.spread_dst, r.votes, r.score, r.vote_rank,
-                              len(np.unique(np.round(r.db_xy[m]), axis=0)), len(np.unique(np.round(r.query_xy[m]), axis=0)),
-                              ans.n_query, label.get(r.name) == p.label))
+            xs.append(feature_matrix([r.unique_inliers for r in rs], [r.putative for r in rs],
+                                     [r.spread for r in rs]))
             ys.append(np.array([label.get(r.name) == p.label for r in rs], np.float64))
-            inl.append(np.array([r.inliers for r in rs]))
+            inl.append(np.array([r.unique_inliers for r in rs]))
             qs.append(np.full(len(rs), qi))
-    np.save(os.path.join(work, "calibration-examples.npy"), np.array(extra, np.float64))
     import shutil
 
     shutil.rmtree(idx_dir, ignore_errors=True)
     cat = (lambda a, w: np.concatenate(a) if a else np.zeros((0, w)) if w else np.zeros(0))
-    return CalibrationData(cat(xs, len(FEATURES)), cat(ys, 0), cat(inl, 0), cat(qs, 0), len(photos))
+    data = CalibrationData(cat(xs, len(FEATURES)), cat(ys, 0), cat(inl, 0), cat(qs, 0), len(photos))
+    # The examples, to refit without querying again (CalibrationData.load).
+    np.savez(os.path.join(work, "calibration-examples.npz"), x=data.x, y=data.y, inliers=data.inliers,
+             query=data.query, n_queries=data.n_queries)
+    return data
 
 
 def fit(data: CalibrationData, min_inliers: int = 5, l2: float = 1e-2, fitted_on: dict | None = None,
-        threshold: float | None = None) -> tuple[Calibration, dict]:
+        threshold: float | None = None, max_false_accept_rate: float = MAX_FALSE_ACCEPT_RATE,
+        use=USE) -> tuple[Calibration, dict]:
     """Fit the logistic confidence on the examples with at least ``min_inliers``
-    inliers and choose the default threshold. Returns the calibration and a report."""
+    (unique) inliers and choose the default threshold: the lowest one (at least
+    0.5, on a 0.01 grid) at which no more than ``max_false_accept_rate`` of the
+    queries would accept a photo of another place. Returns the calibration and a report."""
     keep = data.inliers >= min_inliers
     x, y = data.x[keep], data.y[keep]
     if len(y) < 10 or y.sum() < 3 or (1 - y).sum() < 3:
         raise ValueError(f"too few examples with >= {min_inliers} inliers to calibrate "
                          f"({int(y.sum())} matching, {int((1 - y).sum())} not); label more photos")
-    coef, intercept, mean, scale = fit_logistic(x, y, l2=l2)
+    if not 0.0 <= max_false_accept_rate < 1.0:
+        raise ValueError(f"max_false_accept_rate must be in [0, 1), got {max_false_accept_rate}")
+    coef, intercept, mean, scale = fit_logistic(x, y, l2=l2, use=use)
     cal = Calibration(tuple(coef), intercept, tuple(mean), tuple(scale), threshold=0.5, min_inliers=min_inliers,
                       fitted_on=dict(fitted_on or {}))
     p_all = np.zeros(len(data.y))
     p_all[keep] = _probs(cal, x)
-    neg_max = float(p_all[data.y == 0].max()) if (data.y == 0).any() else 0.0
+    neg = data.y == 0
+    neg_max = float(p_all[neg].max()) if neg.any() else 0.0
     if threshold is None:
-        threshold = max(THRESHOLD_FLOOR, math.floor(neg_max / THRESHOLD_STEP) * THRESHOLD_STEP + THRESHOLD_STEP)
-        threshold = min(threshold, 0.99)
+        # Highest wrong-photo confidence of each query, highest first.
+        worst = np.zeros(data.n_queries)
+        np.maximum.at(worst, data.query[neg].astype(np.int64), p_all[neg])
+        worst = np.sort(worst)[::-1]
+        allowed = int(math.floor(max_false_accept_rate * data.n_queries))
+        bar = worst[allowed] if allowed < len(worst) else 0.0
+        threshold = max(THRESHOLD_FLOOR, math.floor(bar / THRESHOLD_STEP + 1e-9) * THRESHOLD_STEP + THRESHOLD_STEP)
+        threshold = min(threshold, 0.995)
     cal = Calibration(cal.coef, cal.intercept, cal.mean, cal.scale, threshold=float(round(threshold, 4)),
                       min_inliers=min_inliers, fitted_on=cal.fitted_on)
     report = report_on(cal, data)
     report["max_negative_confidence"] = round(neg_max, 4)
+    report["max_false_accept_rate"] = max_false_accept_rate
     return cal, report
 
 

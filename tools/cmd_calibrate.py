@@ -29,8 +29,11 @@ def register(sub) -> None:
     p.add_argument("--min-inliers", type=int, default=5,
                    help="below this many inliers the confidence is 0 (default: %(default)s)")
     p.add_argument("--threshold", type=float,
-                   help="decision threshold to record (default: above every wrong candidate's confidence, "
-                        "at least 0.5)")
+                   help="decision threshold to record (default: the lowest, at least 0.5, at which at most "
+                        "--max-false-accept-rate of the queries accept a photo of another label)")
+    p.add_argument("--max-false-accept-rate", type=float, default=0.01,
+                   help="fraction of calibration queries allowed to accept a wrong photo at the default "
+                        "threshold (default: %(default)s)")
     p.add_argument("--report", help="also write the fit's report (counts, reliability table) as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_conf_args(p)
@@ -74,7 +77,8 @@ def run(args) -> int:
         "sources": ([os.path.abspath(args.data)] if args.data else []) + [os.path.abspath(d) for d in args.images],
         "candidates": args.candidates, "command": "delf " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "",
     }
-    cal, rep = fit(data, min_inliers=args.min_inliers, fitted_on=fitted_on, threshold=args.threshold)
+    cal, rep = fit(data, min_inliers=args.min_inliers, fitted_on=fitted_on, threshold=args.threshold,
+                   max_false_accept_rate=args.max_false_accept_rate)
     cal.save(args.out)
     if args.report:
         write_json(args.report, rep)

@@ -60,8 +60,11 @@ def _print(res: dict) -> None:
         print(f"{title:>6}: mAP {m['map']:6.2f}  mP@1 {m['mp@1']:6.2f}  mP@5 {m['mp@5']:6.2f}  mP@10 {m['mp@10']:6.2f}"
               f"   (no re-ranking: mAP {n['map']:6.2f})")
     t = res["timing_ms"]
-    print("per query: " + ", ".join(f"{k} {v:.1f} ms" if isinstance(v, float) else f"{k} {v}"
-                                    for k, v in t.items() if v is not None))
+    print("per query: " + ", ".join(f"{k} {v:.1f} ms" for k, v in t.items()
+                                    if isinstance(v, float) and k != "speedup_vs_skimage"))
+    if t.get("speedup_vs_skimage"):
+        print(f"search + verify vs search + scikit-image verification ({t['skimage_queries']} queries): "
+              f"{t['speedup_vs_skimage']:.1f}x faster")
 
 
 def run_roxford(args) -> int:

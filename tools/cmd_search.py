@@ -58,13 +58,14 @@ def format_answer(ans, top: int) -> list[str]:
     lines = [head]
     if ans.results:
         with_label = any(r.label is not None for r in ans.results)
-        lines.append(f"  {'rank':>4}  {'confidence':>10}  {'inliers':>7}  {'votes':>5}  {'spread':>6}  "
+        lines.append(f"  {'rank':>4}  {'confidence':>10}  {'inliers':>7}  {'unique':>6}  {'votes':>5}  {'spread':>6}  "
                      f"{'label  ' if with_label else ''}photo")
         for i, r in enumerate(ans.results[:top], start=1):
             inl = str(r.inliers) if r.verified else "-"
             mark = "*" if r.confidence >= ans.threshold else " "
             lab = f"{(r.label or '-'):<6} " if with_label else ""
-            lines.append(f"  {i:>4}  {r.confidence:>9.3f}{mark}  {inl:>7}  {r.votes:>5}  {r.spread:>6.3f}  "
+            uniq = str(r.unique_inliers) if r.verified else "-"
+            lines.append(f"  {i:>4}  {r.confidence:>9.3f}{mark}  {inl:>7}  {uniq:>6}  {r.votes:>5}  {r.spread:>6.3f}  "
                          f"{lab}{r.name}")
     return lines
 

@@ -5,12 +5,15 @@ reach a dozen affine inliers against Oxford photos (repeated windows, coarse
 keypoints). The confidence is a logistic model over what the verification
 says about a candidate:
 
-  log_inliers   log(1 + inliers)
+  log_inliers   log(1 + unique inliers): inliers counted once per distinct
+                location in each photo (verify.rerank.unique_inliers)
   spread        the smaller of the two photos' inlier grid coverage (Verification.spread)
   inlier_ratio  inliers / putative correspondences
   log_putative  log(1 + putative correspondences)
 
-fitted on labelled photos that never include Oxford (``delf calibrate``),
+fitted on labelled photos that never include Oxford (``delf calibrate``; the
+shipped fit uses log_inliers and spread only: the putative count mostly says
+which data set a photo comes from),
 with coefficients constrained to be >= 0 on the features that grow with the
 evidence, so that the confidence never falls when inliers rise. The fitted
 parameters and the default decision threshold ship in ``verify/data/``.
@@ -149,11 +152,12 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, nonnegative=NONNEGATIVE,
-                 iters: int = 100) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+                 iters: int = 100, use=FEATURES) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """Regularised logistic regression by Newton's method on standardised
     features, with the coefficients of ``nonnegative`` features held at >= 0
     (a feature whose coefficient would turn negative is dropped and the rest
-    refitted). Returns (coef, intercept, mean, scale)."""
+    refitted). Only the features named in ``use`` enter the model (the others
+    get coefficient 0). Returns (coef, intercept, mean, scale)."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64).reshape(-1)
     if x.ndim != 2 or x.shape[1] != len(FEATURES) or len(x) != len(y):
@@ -166,7 +170,10 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, nonnegative=NON
     scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0
     z = (x - mean) / scale
-    active = np.ones(x.shape[1], bool)
+    unknown = sorted(set(use) - set(FEATURES))
+    if unknown or not use:
+        raise ValueError(f"use must name some of {', '.join(FEATURES)}, got {list(use)}")
+    active = np.array([f in use for f in FEATURES])
     must = np.array([f in nonnegative for f in FEATURES])
     while True:
         w = _newton(z[:, active], y, l2, iters)

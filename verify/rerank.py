@@ -42,6 +42,7 @@ class Result:
     putative: int  # putative correspondences
     inliers: int  # -1: not verified (beyond verify_top)
     spread: float
+    unique_inliers: int  # inliers counted once per distinct query and database location (what the confidence uses)
     confidence: float
     verification: Verification | None = None
     label: str | None = None
@@ -56,7 +57,8 @@ class Result:
         d = {
             "name": self.name, "inliers": int(self.inliers), "votes": int(self.votes),
             "score": round(float(self.score), 4), "confidence": round(float(self.confidence), 4),
-            "spread": round(float(self.spread), 4), "putative": int(self.putative),
+            "unique_inliers": int(self.unique_inliers), "spread": round(float(self.spread), 4),
+            "putative": int(self.putative),
             "vote_rank": int(self.vote_rank),
         }
         if self.label is not None:
@@ -105,6 +107,18 @@ class Answer:
         }
 
 
+def unique_inliers(query_xy, db_xy, inliers) -> int:
+    """Inliers counted once per distinct location on each side (the smaller
+    count): several query keypoints (other pyramid levels, neighbouring cells)
+    matched to one database keypoint are one piece of evidence, not many."""
+    m = np.asarray(inliers, bool)
+    if not m.any():
+        return 0
+    q = np.unique(np.round(np.asarray(query_xy)[m]), axis=0)
+    d = np.unique(np.round(np.asarray(db_xy)[m]), axis=0)
+    return int(min(len(q), len(d)))
+
+
 def rank_key(inliers: np.ndarray, votes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Order (best first) by inliers, then votes, then vote weight, then the
     given order (stable): unverified candidates carry inliers -1 and so come
@@ -140,13 +154,18 @@ def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: 
     spread = np.zeros(m)
     inliers[:n_ver] = [v.num_inliers for v in ver]
     spread[:n_ver] = [v.spread for v in ver]
+    uniq = np.zeros(m, np.int64)
+    for i, v in enumerate(ver):
+        s = slice(int(offsets[i]), int(offsets[i + 1]))
+        uniq[i] = unique_inliers(cands.query_xy[s], cands.db_xy[s], v.inliers)
     conf_v = np.zeros(m)
     if n_ver:
-        conf_v[:n_ver] = calibration.confidence(inliers[:n_ver], putative[:n_ver], spread[:n_ver])
+        conf_v[:n_ver] = calibration.confidence(uniq[:n_ver], putative[:n_ver], spread[:n_ver])
     order = rank_key(inliers, cands.votes, cands.scores)
     results = [
         Result(name=cands.names[i], votes=int(cands.votes[i]), score=float(cands.scores[i]), vote_rank=int(i),
                putative=int(putative[i]), inliers=int(inliers[i]), spread=float(spread[i]),
+               unique_inliers=int(uniq[i]),
                confidence=float(conf_v[i]), verification=ver[i] if i < n_ver else None,
                query_xy=cands.query_xy[offsets[i]:offsets[i + 1]], db_xy=cands.db_xy[offsets[i]:offsets[i + 1]])
         for i in order
@@ -155,4 +174,4 @@ def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: 
                   n_query=int(getattr(cands, "n_query", 0)))
 
 
-__all__ = ["Answer", "RerankConf", "Result", "rank_key", "rerank"]
+__all__ = ["Answer", "RerankConf", "Result", "rank_key", "rerank", "unique_inliers"]

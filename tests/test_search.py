@@ -1,0 +1,97 @@
+"""The whole job on real photos, at the default settings the confidence was
+calibrated for: `delf demo` end to end, a real photo of another place
+rejected, `delf search` on the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import need_data
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from tools.cmd_demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    lines = []
+    res = run_demo(str(out), log=lines.append)
+    return out, res, lines
+
+
+def test_demo_end_to_end(demo):
+    out, res, lines = demo
+    answers = res["answers"]
+    match, astro = answers["lund_10.jpg"], answers["astronaut (scikit-image)"]
+    assert match.match and match.best.name.startswith("lund_")
+    assert match.best.confidence >= match.threshold
+    assert not astro.match and astro.confidence < astro.threshold
+    # The picture is a real PNG of two photos side by side, and the answers JSON says the same.
+    from verify.draw import read_image
+
+    pic = read_image(res["written"]["picture"])
+    assert pic.shape[1] > 1000 and pic.std() > 10
+    with open(res["written"]["answers"]) as f:
+        saved = json.load(f)
+    assert [q["decision"] for q in saved["queries"]] == ["match", "no match"]
+    text = "\n".join(lines)
+    assert "MATCH" in text and "no match" in text
+
+
+def test_a_real_photo_of_another_place_is_rejected(demo):
+    """A UKBench object photo against the Lund index: candidates get votes and a few inliers, no match."""
+    from delf.extractor import make_extractor
+    from index import Index
+    from tools.searching import SearchSettings, answer_query
+
+    photo = need_data("ukbench", "images", "ukbench00004.jpg")
+    out, res, _ = demo
+    extractor = make_extractor()
+    with Index(os.path.join(out, "index")) as index:
+        ans = answer_query(index, extractor.extract(str(photo)), "ukbench00004.jpg", SearchSettings().resolved())
+    assert len(ans.results) > 0  # the index did answer
+    assert not ans.match
+    assert all(r.confidence < ans.threshold for r in ans.results)
+
+
+def test_answer_ranks_by_inliers_and_confidence_follows(demo):
+    out, res, _ = demo
+    ans = res["answers"]["lund_10.jpg"]
+    inl = [r.inliers for r in ans.results if r.verified]
+    assert inl == sorted(inl, reverse=True)
+    # At equal putative matches and spread, more inliers never means less confidence.
+    conf = np.array([r.confidence for r in ans.results])
+    assert ((conf >= 0) & (conf <= 1)).all()
+
+
+def test_search_cli_json_and_draw(demo, tmp_path):
+    from tools.cli import main
+    from tools.cmd_demo import sample_photos
+
+    out, _, _ = demo
+    photos = sample_photos()
+    js = tmp_path / "answers.json"
+    draw = tmp_path / "draw"
+    rc = main(["search", os.path.join(out, "index"), photos[-1], "--top", "3", "--json", str(js),
+               "--draw", str(draw), "--db-images", os.path.dirname(photos[-1])])
+    assert rc == 0
+    d = json.loads(js.read_text())
+    q = d["queries"][0]
+    assert q["query"] == "lund_10.jpg" and q["decision"] == "match" and len(q["results"]) == 3
+    assert q["results"][0]["inliers"] >= q["results"][1]["inliers"]
+    assert os.path.isfile(draw / "lund_10_01.png")
+
+
+def test_search_cli_bad_query_reported(demo, tmp_path, capsys):
+    from tools.cli import main
+
+    out, _, _ = demo
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a photo")
+    rc = main(["search", os.path.join(out, "index"), str(bad)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "broken.jpg" in err
