@@ -75,7 +75,7 @@ def run(args) -> int:
     fitted_on = {
         "photos": len(photos), "labels": len({p.label for p in photos}),
         "sources": ([os.path.abspath(args.data)] if args.data else []) + [os.path.abspath(d) for d in args.images],
-        "candidates": args.candidates, "command": "delf " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "",
+        "candidates": args.candidates, "command": "delf calibrate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "",
     }
     cal, rep = fit(data, min_inliers=args.min_inliers, fitted_on=fitted_on, threshold=args.threshold,
                    max_false_accept_rate=args.max_false_accept_rate)
