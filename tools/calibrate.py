@@ -11,7 +11,6 @@ calibration photos produce no false accept.
 
 from __future__ import annotations
 
-import csv
 import glob
 import math
 import os
@@ -77,12 +76,9 @@ def labelled_folder(folder: str, labels_csv: str, prefix: str = "", column: str 
     the folder; label: ``column`` or the second column). Names are ``prefix/relative path``."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: no such folder")
-    if not os.path.isfile(labels_csv):
-        raise FileNotFoundError(f"{labels_csv}: no such labels file")
-    with open(labels_csv, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2 or len(rows[0]) < 2:
-        raise ValueError(f"{labels_csv}: needs a header and rows of photo,label")
+    from .searching import read_labels_csv
+
+    rows = read_labels_csv(labels_csv)
     header = [h.strip() for h in rows[0]]
     li = header.index(column) if column and column in header else 1
     # Photos may sit in the folder or a sub-folder (e.g. landmarks/images/).

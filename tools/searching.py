@@ -72,16 +72,22 @@ def predicted_label(answer: Answer) -> tuple[str | None, float]:
     return (b.label if answer.match else None), float(b.confidence)
 
 
-def load_labels(path: str) -> dict:
-    """A CSV with a header; the first column names a photo (as in the index),
-    the second its label (e.g. `image,scene`). Returns {name: label}; a name
-    is also reachable by its basename when that is unambiguous."""
+def read_labels_csv(path: str) -> list:
+    """The rows of a labels CSV (header first), checked to hold a header and rows of two or more columns."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such labels file")
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if len(rows) < 2 or len(rows[0]) < 2:
         raise ValueError(f"{path}: a labels CSV needs a header and rows of at least two columns (photo, label)")
+    return rows
+
+
+def load_labels(path: str) -> dict:
+    """A CSV with a header; the first column names a photo (as in the index),
+    the second its label (e.g. `image,scene`). Returns {name: label}; a name
+    is also reachable by its basename when that is unambiguous."""
+    rows = read_labels_csv(path)
     labels = {}
     for i, row in enumerate(rows[1:], start=2):
         if not row or not any(c.strip() for c in row):
