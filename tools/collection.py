@@ -234,6 +234,7 @@ def query_task(work: str, name: str, settings, fingerprint: str, index_key: str)
         "photo": name, "fingerprint": fingerprint, "n_features": len(feats),
         "results": [{"name": r.name, "inliers": int(r.inliers), "putative": int(r.putative),
                      "spread": round(float(r.spread), 6), "votes": int(r.votes),
+                     "unique_inliers": int(getattr(r, "unique_inliers", r.inliers)),
                      "confidence": float(r.confidence)} for r in ans.results if r.verified],
     }
     atomic_write_bytes(out, (json.dumps(rec, sort_keys=True) + "\n").encode())
