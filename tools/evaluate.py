@@ -70,11 +70,12 @@ def database_features(jpg: str, names: list, work: str, extractor, db_features: 
 def database_index(features: str, work: str, log=_log_default) -> str:
     """An index of ``features`` in the work folder (built once, reused while the features file is unchanged)."""
     from delf.featio import FeatureFile
-    from index import build_index, index_info
+    from index import IndexConf, build_index, index_info
 
     st = os.stat(features)
     with FeatureFile(features) as ff:
-        key = conf_key({"conf": ff.conf, "photos": len(ff), "size": st.st_size, "path": os.path.abspath(features)})
+        key = conf_key({"conf": ff.conf, "photos": len(ff), "size": st.st_size, "path": os.path.abspath(features),
+                        "build": "one-thread"})
     idx = os.path.join(work, f"index-{key}")
     if os.path.isfile(os.path.join(idx, "manifest.json")):
         try:
@@ -84,7 +85,9 @@ def database_index(features: str, work: str, log=_log_default) -> str:
             pass
     log(f"building the index {idx} (once per database features file)")
     t0 = time.perf_counter()
-    build_index(idx, [features], overwrite=True)
+    # One build thread: Annoy's multi-threaded builds differ from run to run, and with a handful of
+    # queries one photo's rank moves Hard mAP by many points; an evaluation must be reproducible.
+    build_index(idx, [features], IndexConf(build_threads=1), overwrite=True)
     log(f"index built in {time.perf_counter() - t0:.0f} s")
     return idx
 
