@@ -95,3 +95,21 @@ def test_search_cli_bad_query_reported(demo, tmp_path, capsys):
     rc = main(["search", os.path.join(out, "index"), str(bad)])
     err = capsys.readouterr().err
     assert rc == 1 and "broken.jpg" in err
+
+
+def test_search_cli_labels_predict_the_best_matchs_label(demo, tmp_path):
+    from tools.cli import main
+    from tools.cmd_demo import sample_photos
+
+    out, res, _ = demo
+    best = res["answers"]["lund_10.jpg"].best.name
+    labels = tmp_path / "labels.csv"
+    rows = ["image,place"] + [f"{os.path.basename(p)},{'the-best' if os.path.basename(p) == best else 'lund'}"
+                              for p in sample_photos()[:-1]]
+    labels.write_text("\n".join(rows) + "\n")
+    js = tmp_path / "answers.json"
+    rc = main(["search", os.path.join(out, "index"), sample_photos()[-1], "--labels", str(labels), "--json", str(js)])
+    assert rc == 0
+    q = json.loads(js.read_text())["queries"][0]
+    assert q["predicted_label"] == "the-best" and q["label_confidence"] >= q["threshold"]
+    assert q["results"][0]["label"] == "the-best" and q["results"][1]["label"] == "lund"

@@ -90,7 +90,7 @@ def run(args) -> int:
     settings = SearchSettings(rerank=RerankConf(verify_top=args.candidates, seed=args.seed), calibration=cal,
                               threshold=args.threshold).resolved()
     index = Index(args.index)
-    labels = labels_for(index.photos, load_labels(args.labels)) if args.labels else None
+    labels = labels_for(index.photos(), load_labels(args.labels)) if args.labels else None
     conf = conf_from_resolved(index.extractor_conf)
 
     def factory():
