@@ -35,11 +35,13 @@ def test_triangle_rule_keeps_one_bad_edge_from_merging_two_places():
     a, ea = _clique("a", 4)
     b, eb = _clique("b", 4)
     bad = ("a0", "b0")
-    names = sorted(a + b + ["c0"])
-    edges = ea + eb + [bad, ("a1", "c0")]  # c0: a photo linked to one photo only
-    groups, used = group_photos(names, edges, "triangle")
-    assert groups == [["a0", "a1", "a2", "a3", "c0"], ["b0", "b1", "b2", "b3"]]
-    assert bad not in used and ("a1", "c0") in used
+    names = sorted(a + b + ["c0", "d0"])
+    # c0: linked to one photo only; d0: linked to a2 and b2 (no triangle), more confidently to b2.
+    edges = ea + eb + [bad, ("a1", "c0"), ("a2", "d0"), ("b2", "d0")]
+    conf = {("a2", "d0"): 0.5, ("b2", "d0"): 0.9}
+    groups, used = group_photos(names, edges, "triangle", confidence=conf)
+    assert groups == [["a0", "a1", "a2", "a3", "c0"], ["b0", "b1", "b2", "b3", "d0"]]
+    assert bad not in used and ("a1", "c0") in used and ("a2", "d0") not in used
     merged, _ = group_photos(names, edges, "none")
     assert merged == [names]
     # Two photos linked only to each other still form a group; duplicates always join.

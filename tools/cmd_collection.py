@@ -36,8 +36,9 @@ def add_collection_args(p) -> None:
                    help="confidence at or above which a pair is an edge (default: the calibration's)")
     p.add_argument("--calibration", help="confidence calibration JSON (default: the shipped one)")
     p.add_argument("--refine", choices=REFINES, default=d.refine,
-                   help="'triangle': an edge joins groups only when a third photo is linked to both of its photos, "
-                        "or one of them has no other edge; 'none': connected components (default: %(default)s)")
+                   help="'triangle': an edge joins groups only when a third photo is linked to both of its photos; "
+                        "a photo that no triangle joins is attached by its most confident edge; 'none': connected "
+                        "components (default: %(default)s)")
     p.add_argument("--workers", type=int, help="run on a local Dask cluster of this many worker processes")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask scheduler (e.g. tcp://host:8786)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -46,10 +46,10 @@ class CollectionConf:
     """verify_top: candidates verified per photo (the index's votes prune the rest).
     threshold: an edge is confident at or above this confidence (None: the calibration's).
     refine: how confident edges become groups. "triangle": an edge joins two
-            photos' groups only when a third photo is confidently linked to both,
-            or when one of the two photos has no other confident edge (it can
-            then only join one group), so one bad edge cannot merge two places;
-            "none": plain connected components.
+            photos' groups only when a third photo is confidently linked to both;
+            a photo that no triangle joins is attached by its most confident
+            edge (it can then only join one group), so one bad edge cannot merge
+            two places (``group_photos``); "none": plain connected components.
     window: tasks in flight per Dask worker (bounds the client's memory)."""
 
     verify_top: int = 20
@@ -392,25 +392,34 @@ def combine(e: list) -> tuple[float, int]:
     return (ab, e[2]) if (ab, e[2]) >= (ba, e[3]) else (ba, e[3])
 
 
-def group_photos(names, edges, refine: str = "triangle", joined=()) -> tuple[dict, set]:
+def group_photos(names, edges, refine: str = "triangle", joined=(), confidence=None) -> tuple[list, set]:
     """Groups (a list of sorted photo lists, largest first) from confident
     ``edges`` [(a, b)], and the edges that were used to join groups.
 
     "triangle": an edge (a, b) joins when a and b share a confident neighbour
-    (a triangle: two more edges agree), or when a or b has no other confident
-    edge (a photo linked to one other photo can only join that photo's group).
-    A single wrong edge between two places links two photos that each have
-    other confident links within their own place and no common neighbour, so
-    it is left out and cannot merge the two places. ``joined`` pairs (exact
-    duplicates) always join."""
+    (a triangle: two more edges agree). A photo that no triangle joins is then
+    attached by its most confident edge alone (``confidence``: {(a, b): value};
+    ties by name): one edge per such photo only ever brings that photo into one
+    group, so these edges cannot merge two groups either. A single wrong edge
+    between two places links two photos that have no common neighbour, so it
+    joins nothing unless it is the only link of a photo, which then sits in
+    the wrong group alone. ``joined`` pairs (exact duplicates) always join."""
     adj = defaultdict(set)
     for a, b in edges:
         adj[a].add(b)
         adj[b].add(a)
     used = set()
     for a, b in edges:
-        if refine == "none" or (adj[a] & adj[b]) or len(adj[a]) == 1 or len(adj[b]) == 1:
+        if refine == "none" or (adj[a] & adj[b]):
             used.add((a, b))
+    if refine != "none":
+        conf = confidence or {}
+        in_triangle = {n for e in used for n in e}
+        for n in sorted(adj):
+            if n in in_triangle:
+                continue
+            best = max(adj[n], key=lambda m: (conf.get((min(n, m), max(n, m)), 0.0), m))
+            used.add((min(n, best), max(n, best)))
     parent = {n: n for n in names}
 
     def find(x):
@@ -584,7 +593,8 @@ def run_collection(inputs, out: str, conf: CollectionConf | None = None, extract
             edge_list.append((a, b, inl, c, e[0], e[1]))
     dup_pairs = [(min(n, d), max(n, d)) for n, d in dup_of.items() if n in live and d in live]
     dup_of = {n: d for n, d in dup_of.items() if n in live and d in live}
-    groups, used = group_photos(names, [(a, b) for a, b, *_ in edge_list], conf.refine, dup_pairs)
+    groups, used = group_photos(names, [(a, b) for a, b, *_ in edge_list], conf.refine, dup_pairs,
+                                {(a, b): c for a, b, _, c, _, _ in edge_list})
     dup_set = set(dup_pairs)
     edge_rows = [(a, b, inl, c, ab, ba, (a, b) in used, (a, b) in dup_set) for a, b, inl, c, ab, ba in edge_list]
     rep.edges = len(edge_rows)
