@@ -30,7 +30,7 @@ class IndexConf:
     # about 2 KB per descriptor on disk and a longer build (README, `delf bench index`).
     n_trees: int = 128
     build_threads: int = -1  # Annoy build threads; -1: all cores
-    seed: int = 0  # Annoy's random hyperplanes, for reproducible builds
+    seed: int = 0  # Annoy's random hyperplanes; builds repeat exactly only with build_threads=1
     lock_timeout: float = 0.0  # seconds to wait for another writer before giving up
 
     def __post_init__(self):
