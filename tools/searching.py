@@ -42,8 +42,9 @@ def answer_query(index, feats, name: str = "", settings: SearchSettings | None =
     """Search ``index`` with one query's Features, verify and rank its
     candidates. Photos named in ``exclude`` (e.g. the query itself when it is
     in the index) are dropped before verification."""
-    s = settings if settings is not None and settings.calibration is not None else \
-        (settings or SearchSettings()).resolved()
+    s = settings or SearchSettings()
+    if s.search is None or s.calibration is None or s.threshold is None:
+        s = s.resolved()
     search_conf = s.search
     if exclude:
         search_conf = search_conf.replace(top_n=search_conf.top_n + len(exclude))
