@@ -113,3 +113,54 @@ def test_search_cli_labels_predict_the_best_matchs_label(demo, tmp_path):
     q = json.loads(js.read_text())["queries"][0]
     assert q["predicted_label"] == "the-best" and q["label_confidence"] >= q["threshold"]
     assert q["results"][0]["label"] == "the-best" and q["results"][1]["label"] == "lund"
+
+
+def test_edge_keypoints_do_not_verify_unrelated_photos(tmp_path):
+    """Two WxBS photos of one size and of different places (a foggy field, a Kyiv skyline):
+    their edge keypoints (receptive fields mostly zero padding) match each other and verify
+    an identity transform with dozens of "inliers" unless edge-to-edge correspondences are
+    left out (RerankConf.border). The real pair of the field keeps its inliers."""
+    from delf.extractor import make_extractor
+    from index import Index, IndexConf, build_index_from_features
+    from tools.searching import SearchSettings, answer_query
+    from verify.rerank import RerankConf
+
+    field1 = need_data("wxbs", "WGALBS", "zanky", "01.jpg")
+    field2 = need_data("wxbs", "WGALBS", "zanky", "02.jpg")
+    kyiv = need_data("wxbs", "WLABS", "kyiv", "02.jpg")
+    extractor = make_extractor()
+    feats = {p.parent.name + "/" + p.name: extractor.extract(str(p)) for p in (field1, field2, kyiv)}
+    query = feats.pop("zanky/01.jpg")
+    build_index_from_features(str(tmp_path / "index"), feats.items(), extractor.resolved_conf(), IndexConf())
+    with Index(str(tmp_path / "index")) as index:
+        plain = answer_query(index, query, "zanky/01.jpg", SearchSettings(rerank=RerankConf(border=0)).resolved())
+        fixed = answer_query(index, query, "zanky/01.jpg", SearchSettings().resolved())
+    by_name = lambda ans: {r.name: r for r in ans.results}  # noqa: E731
+    k0, k1 = by_name(plain)["kyiv/02.jpg"], by_name(fixed)["kyiv/02.jpg"]
+    # Without the rule: many inliers, nearly all on the edges, under a near-identity model.
+    assert k0.unique_inliers >= 25
+    m = k0.verification.inliers
+    from verify.rerank import near_border
+
+    assert near_border(k0.query_xy[m], query.image_size, 24).mean() > 0.9
+    assert np.allclose(k0.verification.model[:2, :2], np.eye(2), atol=0.05)
+    # With it: the unrelated photo falls to a handful and is not accepted; the real pair stays a match.
+    assert k1.unique_inliers < k0.unique_inliers / 3
+    assert k1.confidence < fixed.threshold
+    f0, f1 = by_name(plain)["zanky/02.jpg"], by_name(fixed)["zanky/02.jpg"]
+    assert fixed.best.name == "zanky/02.jpg"
+    assert f1.unique_inliers >= 0.8 * f0.unique_inliers
+
+
+def test_border_pairs_by_hand():
+    from verify.rerank import border_pairs
+
+    q = np.array([[0, 50], [50, 50], [99, 10], [5, 5]], float)
+    d = np.array([[0, 0], [0, 0], [150, 10], [100, 100]], float)
+    # photo sizes: query 100x100, database 200x200; margin 8 px
+    got = border_pairs(q, (100, 100), d, np.array([[200, 200]] * 4), 8.0)
+    assert got.tolist() == [True, False, False, False]
+    d2 = d.copy()
+    d2[2] = [199, 10]
+    assert border_pairs(q, (100, 100), d2, (200, 200), 8.0).tolist() == [True, False, True, False]
+    assert not border_pairs(q, (100, 100), d, (200, 200), 0.0).any()

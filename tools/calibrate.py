@@ -129,11 +129,9 @@ def collect(photos: list[LabelledPhoto], features_path: str, work: str, settings
     from .searching import answer_query
 
     # Collection needs inliers and spread only: any calibration will do while gathering.
-    from index import SearchConf
+    from .searching import SearchSettings, default_search_conf
 
-    from .searching import SearchSettings
-
-    settings = SearchSettings(settings.search or SearchConf(top_n=max(settings.rerank.verify_top, 1)),
+    settings = SearchSettings(settings.search or default_search_conf(settings.rerank.verify_top),
                               settings.rerank, NEUTRAL, 0.5)
     label = {p.name: p.label for p in photos}
     with FeatureFile(features_path) as ff:

@@ -29,6 +29,9 @@ def register(sub) -> None:
                         "neighbour closer than 0.8; lowe = ratio 0.8 (default: %(default)s)")
     p.add_argument("--ratio", type=float, help="override the matcher's ratio test (0 < r <= 1)")
     p.add_argument("--ransac-seed", type=int, default=0, help="RANSAC seed (default: %(default)s)")
+    p.add_argument("--border", type=float, default=16.0,
+                   help="leave out matches whose two keypoints both lie within this many pixels of their photo's "
+                        "edge (edge features describe the CNN's padding); 0 keeps all (default: %(default)s)")
     add_conf_args(p)
     p.set_defaults(func=run)
 
@@ -43,6 +46,8 @@ def run(args) -> int:
             raise FileNotFoundError(f"{path}: no such photo")
     if args.threshold is None or not args.threshold > 0:
         raise ValueError(f"--threshold must be a positive number of pixels, got {args.threshold}")
+    if not args.border >= 0:
+        raise ValueError(f"--border must be a number of pixels >= 0, got {args.border}")
 
     from delf.extractor import make_extractor
     from delf.image import load_image
@@ -57,7 +62,7 @@ def run(args) -> int:
     image1, image2 = load_image(args.photo1), load_image(args.photo2)
     extractor = make_extractor(conf_from_args(args))
     result = match_pair(extractor, image1, image2, model=args.model, residual_threshold=args.threshold,
-                        match_conf=match_conf, seed=args.ransac_seed)
+                        match_conf=match_conf, seed=args.ransac_seed, border=args.border)
     v = result.verification
     name1, name2 = os.path.basename(args.photo1), os.path.basename(args.photo2)
     print(f"{name1}: {len(result.features1)} keypoints; {name2}: {len(result.features2)} keypoints")
@@ -79,7 +84,8 @@ def run(args) -> int:
             "keypoints": [len(result.features1), len(result.features2)],
             "putative_matches": len(result.matches),
             "matcher": {"name": args.matcher, **match_conf.to_dict()},
-            "ransac": {"model": args.model, "residual_threshold": args.threshold, "seed": args.ransac_seed},
+            "ransac": {"model": args.model, "residual_threshold": args.threshold, "seed": args.ransac_seed,
+                       "border": args.border},
             **v.to_dict(),
             "inliers": [[float(a), float(b), float(c), float(d)] for (a, b), (c, d) in zip(p1, p2)],
         })

@@ -22,6 +22,9 @@ def register(sub) -> None:
                    help="results shown and written per query (default: %(default)s)")
     p.add_argument("--candidates", type=int, default=100,
                    help="candidates taken from the index and verified (default: %(default)s)")
+    p.add_argument("--search-k", type=int, default=None,
+                   help="Annoy nodes inspected per query descriptor (default: %d; more is slower and "
+                        "closer to exact search)" % _default_search_k())
     p.add_argument("--threshold", type=float,
                    help="confidence at or above which the best result is a match (default: the calibration's, "
                         "%s)" % _default_threshold())
@@ -35,6 +38,12 @@ def register(sub) -> None:
                    help="folder the database photo names are relative to (needed by --draw)")
     p.add_argument("--seed", type=int, default=0, help="RANSAC seed (default: %(default)s)")
     p.set_defaults(func=run)
+
+
+def _default_search_k() -> int:
+    from .searching import SEARCH_K
+
+    return SEARCH_K
 
 
 def _default_threshold() -> str:
@@ -78,17 +87,23 @@ def run(args) -> int:
 
     from .cli import UserError
     from .common import write_json
-    from .searching import SearchSettings, answer_query, conf_from_resolved, labels_for, load_labels, predicted_label, query_items
+    from .searching import (SearchSettings, answer_query, conf_from_resolved, default_search_conf, labels_for,
+                            load_labels, predicted_label, query_items)
 
     if args.top < 1 or args.candidates < 1:
         raise UserError("--top and --candidates must be at least 1")
+    if args.search_k is not None and args.search_k < 1:
+        raise UserError("--search-k must be at least 1")
     if args.draw and not args.db_images:
         raise UserError("--draw needs --db-images DIR (the folder the database photo names are relative to)")
     if not os.path.isdir(args.index):
         raise FileNotFoundError(f"{args.index}: no such index directory")
     cal = Calibration.load(args.calibration)
-    settings = SearchSettings(rerank=RerankConf(verify_top=args.candidates, seed=args.seed), calibration=cal,
-                              threshold=args.threshold).resolved()
+    search = None
+    if args.search_k is not None:
+        search = default_search_conf(args.candidates).replace(search_k=args.search_k)
+    settings = SearchSettings(search=search, rerank=RerankConf(verify_top=args.candidates, seed=args.seed),
+                              calibration=cal, threshold=args.threshold).resolved()
     index = Index(args.index)
     labels = labels_for(index.photos(), load_labels(args.labels)) if args.labels else None
     conf = conf_from_resolved(index.extractor_conf)

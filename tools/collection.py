@@ -156,7 +156,7 @@ def _fingerprint(settings, index_key: str) -> str:
     d = {
         "search": settings.search.to_dict(),
         "rerank": {"verify_top": settings.rerank.verify_top, "seed": settings.rerank.seed,
-                   "ransac": settings.rerank.ransac.to_dict()},
+                   "border": settings.rerank.border, "ransac": settings.rerank.ransac.to_dict()},
         "calibration": settings.calibration.to_dict(),
         "index": index_key,
     }

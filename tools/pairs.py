@@ -24,15 +24,26 @@ class PairResult:
 
 
 def match_pair(extractor, image1, image2, model: str = "affine", residual_threshold: float | None = None,
-               match_conf=None, seed: int = 0) -> PairResult:
+               match_conf=None, seed: int = 0, border: float = 16.0) -> PairResult:
+    """Matches left out of RANSAC: those whose two keypoints both lie within
+    ``border`` pixels of their photo's edge (verify.rerank.RerankConf.border);
+    they count as outliers in the result."""
+    import dataclasses
+
     from verify import ransac
     from verify.matching import match_descriptors
+    from verify.rerank import border_pairs
 
     f1, f2 = extractor.extract(image1), extractor.extract(image2)
     m = match_descriptors(f1.descriptors, f2.descriptors, match_conf)
     src, dst = f1.locations[m.pairs[:, 0]], f2.locations[m.pairs[:, 1]]
-    v = ransac(src, dst, model=model, residual_threshold=residual_threshold, seed=seed, quality=m.quality,
-               src_size=f1.image_size, dst_size=f2.image_size)
+    keep = ~border_pairs(src, f1.image_size, dst, f2.image_size, border)
+    v = ransac(src[keep], dst[keep], model=model, residual_threshold=residual_threshold, seed=seed,
+               quality=m.quality[keep], src_size=f1.image_size, dst_size=f2.image_size)
+    if not keep.all():
+        mask = np.zeros(len(keep), bool)
+        mask[keep] = v.inliers
+        v = dataclasses.replace(v, inliers=mask)
     return PairResult(f1, f2, m, v)
 
 

@@ -7,6 +7,7 @@ distances); nothing here imports the index.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -20,15 +21,26 @@ from .estimate import RansacConf, Verification, ransac_many
 class RerankConf:
     """verify_top: candidates verified (the rest keep their vote order after them).
     ransac: the verification settings (DELF's: affine, 20 px).
-    seed: one seed for the whole query; candidate i uses ``pair_seed(seed, i)``."""
+    seed: one seed for the whole query; candidate i uses ``pair_seed(seed, i)``.
+    border: correspondences whose two points both lie within this many pixels
+    of their photo's edge are left out of verification (0: keep all). Keypoints
+    on the edge come from feature-map cells whose receptive field is mostly the
+    CNN's zero padding: their descriptors describe "an image edge" and match
+    the edge of any other photo at the same place, so two unrelated photos of
+    one size verified an identity transform with 40 such "inliers". README,
+    `delf calibrate`, has the measurements on non-Oxford photos."""
 
     verify_top: int = 100
     ransac: RansacConf = field(default_factory=RansacConf)
     seed: int = 0
+    border: float = 16.0
 
     def __post_init__(self):
         if isinstance(self.verify_top, bool) or not isinstance(self.verify_top, int) or self.verify_top < 0:
             raise ValueError(f"verify_top must be a non-negative integer, got {self.verify_top!r}")
+        if not (isinstance(self.border, (int, float)) and not isinstance(self.border, bool)
+                and np.isfinite(self.border) and self.border >= 0):
+            raise ValueError(f"border must be a finite number of pixels >= 0, got {self.border!r}")
 
 
 @dataclass
@@ -39,7 +51,7 @@ class Result:
     votes: int
     score: float  # summed vote weight (the search's ranking key)
     vote_rank: int  # 0-based rank before verification
-    putative: int  # putative correspondences
+    putative: int  # putative correspondences verified (RerankConf.border leaves some out)
     inliers: int  # -1: not verified (beyond verify_top)
     spread: float
     unique_inliers: int  # inliers counted once per distinct query and database location (what the confidence uses)
@@ -119,6 +131,25 @@ def unique_inliers(query_xy, db_xy, inliers) -> int:
     return int(min(len(q), len(d)))
 
 
+def near_border(xy, sizes, margin: float) -> np.ndarray:
+    """bool (N,): points (N, 2) within ``margin`` pixels of the edge of their
+    photo; ``sizes`` is one (width, height) or one per point (N, 2)."""
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    wh = np.broadcast_to(np.asarray(sizes, np.float64).reshape(-1, 2), xy.shape)
+    return ((xy[:, 0] < margin) | (xy[:, 1] < margin)
+            | (xy[:, 0] > wh[:, 0] - 1 - margin) | (xy[:, 1] > wh[:, 1] - 1 - margin))
+
+
+def border_pairs(query_xy, query_size, db_xy, db_sizes, margin: float) -> np.ndarray:
+    """bool (N,): correspondences whose query point and database point both lie
+    within ``margin`` pixels of their photo's edge (see ``RerankConf.border``).
+    A photo size of None counts as unknown: nothing is near its edge."""
+    n = len(np.asarray(query_xy).reshape(-1, 2))
+    if margin <= 0 or query_size is None or db_sizes is None or n == 0:
+        return np.zeros(n, bool)
+    return near_border(query_xy, query_size, margin) & near_border(db_xy, db_sizes, margin)
+
+
 def rank_key(inliers: np.ndarray, votes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Order (best first) by inliers, then votes, then vote weight, then the
     given order (stable): unverified candidates carry inliers -1 and so come
@@ -144,11 +175,26 @@ def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: 
     ver: list = []
     if n_ver:
         end = int(offsets[n_ver])
+        q_xy = np.asarray(cands.query_xy[:end])
+        d_xy = np.asarray(cands.db_xy[:end])
+        sizes = np.asarray(cands.image_sizes)[:n_ver]
+        owner = np.repeat(np.arange(n_ver), putative[:n_ver])
+        keep = ~border_pairs(q_xy, query_size, d_xy, sizes[owner], conf.border)
+        used = np.bincount(owner[keep], minlength=n_ver).astype(np.int64)
+        offs = np.zeros(n_ver + 1, np.int64)
+        np.cumsum(used, out=offs[1:])
         # Best matches first for PROSAC: a smaller descriptor distance is a better match.
-        quality = -np.asarray(cands.distances[:end], np.float64)
-        ver = ransac_many(np.asarray(cands.query_xy[:end]), np.asarray(cands.db_xy[:end]), offsets[: n_ver + 1],
-                          seed=conf.seed, quality=quality, src_size=query_size,
-                          dst_size=[tuple(s) for s in np.asarray(cands.image_sizes)[:n_ver]], conf=conf.ransac)
+        quality = -np.asarray(cands.distances[:end], np.float64)[keep]
+        ver = ransac_many(q_xy[keep], d_xy[keep], offs, seed=conf.seed, quality=quality, src_size=query_size,
+                          dst_size=[tuple(s) for s in sizes], conf=conf.ransac)
+        if not keep.all():
+            # Inlier masks over all of each candidate's correspondences (left-out ones are outliers).
+            for i, v in enumerate(ver):
+                s = slice(int(offsets[i]), int(offsets[i + 1]))
+                mask = np.zeros(int(putative[i]), bool)
+                mask[keep[s]] = v.inliers
+                ver[i] = dataclasses.replace(v, inliers=mask)
+        putative[:n_ver] = used
     verify_ms = (time.perf_counter() - t0) * 1000
     inliers = np.full(m, -1, np.int64)
     spread = np.zeros(m)
@@ -174,4 +220,4 @@ def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: 
                   n_query=int(getattr(cands, "n_query", 0)))
 
 
-__all__ = ["Answer", "RerankConf", "Result", "rank_key", "rerank", "unique_inliers"]
+__all__ = ["Answer", "RerankConf", "Result", "border_pairs", "near_border", "rank_key", "rerank", "unique_inliers"]
