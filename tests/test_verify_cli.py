@@ -35,6 +35,32 @@ def test_delf_match_end_to_end(tmp_path, capsys):
     assert np.all(np.linalg.norm(mapped - pts[:, 2:], axis=1) < result["ransac"]["residual_threshold"])
 
 
+def test_delf_match_leaves_edge_to_edge_matches_out(tmp_path):
+    """A foggy field and a Kyiv skyline, both 800x534: with every match kept, RANSAC verifies
+    dozens of matches along the two photos' edges; with the default --border they are left
+    out (and reported as outliers) and almost nothing verifies."""
+    from tools.cli import main
+
+    field = need_data("wxbs", "WGALBS", "zanky", "01.jpg")
+    kyiv = need_data("wxbs", "WLABS", "kyiv", "02.jpg")
+    got = {}
+    for border in ("0", None):
+        js = tmp_path / f"m{border}.json"
+        args = ["match", str(field), str(kyiv), "--out", str(tmp_path / "m.png"), "--json", str(js)]
+        rc = main(args + (["--border", border] if border is not None else []))
+        assert rc == 0
+        got[border] = json.loads(js.read_text())
+    keep_all, default = got["0"], got[None]
+    assert keep_all["putative_matches"] == default["putative_matches"]
+    assert default["ransac"]["border"] == 16.0
+    assert len(keep_all["inliers"]) >= 20
+    # The kept-all inliers lie on the edges of both photos.
+    pts = np.array(keep_all["inliers"])
+    edge = lambda x, y, w, h: (x < 16) | (y < 16) | (x > w - 17) | (y > h - 17)  # noqa: E731
+    assert (edge(pts[:, 0], pts[:, 1], 800, 534) & edge(pts[:, 2], pts[:, 3], 800, 534)).mean() > 0.8
+    assert len(default["inliers"]) < len(keep_all["inliers"]) / 4
+
+
 def test_delf_match_user_errors(tmp_path, capsys):
     from tools.cli import main
 
@@ -43,6 +69,10 @@ def test_delf_match_user_errors(tmp_path, capsys):
     assert "nope.jpg" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["match", "a.jpg", "b.jpg", "--out", "m.png", "--model", "projective"])
+    photo = need_data("landmarks", "images", "lund_01.jpg")
+    rc = main(["match", str(photo), str(photo), "--out", str(tmp_path / "m.png"), "--border", "-1"])
+    assert rc == 2
+    assert "--border" in capsys.readouterr().err
 
 
 def test_bench_pairs_and_errors():
