@@ -28,11 +28,9 @@ def match_pair(extractor, image1, image2, model: str = "affine", residual_thresh
     """Matches left out of RANSAC: those whose two keypoints both lie within
     ``border`` pixels of their photo's edge (verify.rerank.RerankConf.border);
     they count as outliers in the result."""
-    import dataclasses
-
     from verify import ransac
     from verify.matching import match_descriptors
-    from verify.rerank import border_pairs
+    from verify.rerank import border_pairs, with_left_out
 
     f1, f2 = extractor.extract(image1), extractor.extract(image2)
     m = match_descriptors(f1.descriptors, f2.descriptors, match_conf)
@@ -40,11 +38,7 @@ def match_pair(extractor, image1, image2, model: str = "affine", residual_thresh
     keep = ~border_pairs(src, f1.image_size, dst, f2.image_size, border)
     v = ransac(src[keep], dst[keep], model=model, residual_threshold=residual_threshold, seed=seed,
                quality=m.quality[keep], src_size=f1.image_size, dst_size=f2.image_size)
-    if not keep.all():
-        mask = np.zeros(len(keep), bool)
-        mask[keep] = v.inliers
-        v = dataclasses.replace(v, inliers=mask)
-    return PairResult(f1, f2, m, v)
+    return PairResult(f1, f2, m, with_left_out(v, keep))
 
 
 def draw_pair(result: PairResult, image1, image2, out: str, title: str | None = None) -> None:

@@ -150,6 +150,17 @@ def border_pairs(query_xy, query_size, db_xy, db_sizes, margin: float) -> np.nda
     return near_border(query_xy, query_size, margin) & near_border(db_xy, db_sizes, margin)
 
 
+def with_left_out(v: Verification, keep: np.ndarray) -> Verification:
+    """``v`` (verified on the correspondences where ``keep`` is True) with its
+    inlier mask over all of them: the left-out ones are outliers."""
+    keep = np.asarray(keep, bool)
+    if keep.all():
+        return v
+    mask = np.zeros(len(keep), bool)
+    mask[keep] = v.inliers
+    return dataclasses.replace(v, inliers=mask)
+
+
 def rank_key(inliers: np.ndarray, votes: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Order (best first) by inliers, then votes, then vote weight, then the
     given order (stable): unverified candidates carry inliers -1 and so come
@@ -187,13 +198,7 @@ def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: 
         quality = -np.asarray(cands.distances[:end], np.float64)[keep]
         ver = ransac_many(q_xy[keep], d_xy[keep], offs, seed=conf.seed, quality=quality, src_size=query_size,
                           dst_size=[tuple(s) for s in sizes], conf=conf.ransac)
-        if not keep.all():
-            # Inlier masks over all of each candidate's correspondences (left-out ones are outliers).
-            for i, v in enumerate(ver):
-                s = slice(int(offsets[i]), int(offsets[i + 1]))
-                mask = np.zeros(int(putative[i]), bool)
-                mask[keep[s]] = v.inliers
-                ver[i] = dataclasses.replace(v, inliers=mask)
+        ver = [with_left_out(v, keep[offsets[i]:offsets[i + 1]]) for i, v in enumerate(ver)]
         putative[:n_ver] = used
     verify_ms = (time.perf_counter() - t0) * 1000
     inliers = np.full(m, -1, np.int64)
@@ -220,4 +225,5 @@ def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: 
                   n_query=int(getattr(cands, "n_query", 0)))
 
 
-__all__ = ["Answer", "RerankConf", "Result", "border_pairs", "near_border", "rank_key", "rerank", "unique_inliers"]
+__all__ = ["Answer", "RerankConf", "Result", "border_pairs", "near_border", "rank_key", "rerank", "unique_inliers",
+           "with_left_out"]
