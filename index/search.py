@@ -94,7 +94,7 @@ _EXACT_CHUNK = 32768
 class _Snapshot:
     """One complete state of the index: a manifest and its opened segments."""
 
-    def __init__(self, manifest: dict, segments: list, stamp):
+    def __init__(self, manifest: dict, segments: list, stamp, extra_dead=()):
         self.manifest = manifest
         self.generation = manifest["generation"]
         self.stamp = stamp
@@ -103,6 +103,8 @@ class _Snapshot:
         n_ids = int(manifest["next_photo_id"])
         self.dead = np.zeros(n_ids + 1, bool)
         tomb = np.asarray(manifest["tombstones"], np.int64)
+        # extra_dead: photo ids one search treats as absent (Index.search's exclude).
+        tomb = np.concatenate([tomb, np.asarray(extra_dead, np.int64).reshape(-1)])
         self.dead[tomb[(tomb >= 0) & (tomb < n_ids)]] = True
         self.dead_rows = []
         self.live = []
@@ -127,6 +129,17 @@ class _Snapshot:
     @property
     def n_descriptors(self) -> int:
         return int(sum(self.live))
+
+    def without(self, names) -> "_Snapshot":
+        """This state with the named photos treated as removed (names not in
+        the index are ignored): their descriptors are nobody's neighbours."""
+        ids = np.concatenate([np.asarray(s.arrays["photo_ids"], np.int64) for s in self.segments]) \
+            if self.segments else np.zeros(0, np.int64)
+        want = set(names)
+        drop = [int(ids[i]) for i, n in enumerate(self.photo_names) if n in want]
+        if not drop:
+            return self
+        return _Snapshot(self.manifest, self.segments, self.stamp, drop + [int(i) for i in np.flatnonzero(self.dead)])
 
     def photo_rows(self, photo_ids: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self.photo_sorted, photo_ids)
@@ -325,11 +338,15 @@ class Index:
         return rows, dist, modes, snap
 
     def search(self, query, conf: SearchConf | None = None, query_conf=None,
-               keep_knn: bool = False) -> Candidates:
+               keep_knn: bool = False, exclude=()) -> Candidates:
         """The top-N photos for a query's ``Features`` (or bare descriptors), with
         putative correspondences. ``query_conf`` (the resolved extractor conf of
         the query) is checked against the index's when given. ``keep_knn`` puts
-        the raw neighbours in ``extra`` ("knn_rows", "knn_distances")."""
+        the raw neighbours in ``extra`` ("knn_rows", "knn_distances").
+        ``exclude`` names photos searched as if they were not in the index (a
+        photo that is itself the query, or a whole place left out): their
+        descriptors take none of the k nearest-neighbour slots, unlike dropping
+        them from the candidates afterwards."""
         conf = conf or SearchConf()
         self.check_query_conf(query_conf)
         if hasattr(query, "descriptors"):
@@ -342,7 +359,10 @@ class Index:
                 f"the query has {desc.shape[1]}-D descriptors, the index {self.path} holds {self.dim}-D; "
                 f"extract the query with the index's conf"
             )
-        rows, dist, modes, snap = self.knn(desc, conf)
+        snap = self.snapshot()
+        if exclude:
+            snap = snap.without(exclude)
+        rows, dist, modes, snap = self.knn(desc, conf, snap)
         cands = vote(snap, rows, dist, np.asarray(q_xy, np.float32), conf, modes)
         if keep_knn:
             cands.extra.update(knn_rows=rows, knn_distances=dist)

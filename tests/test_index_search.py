@@ -161,3 +161,35 @@ def test_empty_query(db):
     with Index(db["single"]) as idx:
         c = idx.search(np.zeros((0, 16), np.float32))
     assert len(c) == 0 and c.offsets.tolist() == [0] and c.query_xy.shape == (0, 2)
+
+
+@pytest.mark.parametrize("mode", ["exact", "annoy"])
+def test_exclude_searches_as_if_the_photos_were_not_indexed(db, tmp_path, mode):
+    """A query that is itself in the index (collection mode, calibration): with
+    ``exclude`` its own descriptors and its place's take none of the k slots,
+    so the other photos get the votes and correspondences of an index that
+    never held them; dropping candidates afterwards would not."""
+    photos, names = db["photos"], db["names"]
+    gone = names[:3]
+    f = write_features(tmp_path / "rest.h5", {n: photos[n] for n in names if n not in gone})
+    ref_dir = tmp_path / "rest.idx"
+    build_index(ref_dir, [f], FAST)
+    q = photos[gone[0]]  # the query is one of the excluded photos, exactly as indexed
+    conf = SearchConf(mode=mode, k=5, top_n=40, search_k=10**6)
+    with Index(db["single"]) as idx, Index(ref_dir) as ref:
+        got = idx.search(q, conf, exclude=gone, keep_knn=True)
+        want = ref.search(q, conf)
+        plain = idx.search(q, conf)
+        # No neighbour row belongs to an excluded photo.
+        snap = idx.snapshot()
+        photo_of_row = snap.gather("desc_photo", got.extra["knn_rows"].ravel())
+        id_of = dict(zip([snap.photo_names[j] for j in snap.photo_order], snap.photo_sorted.tolist()))
+        assert not set(photo_of_row.tolist()) & {id_of[n] for n in gone}
+        # The index itself is unchanged: searched again without exclude, the query finds itself first.
+        again = idx.search(q, conf)
+    assert again.names == plain.names
+    assert got.names == want.names
+    assert np.allclose(got.votes, want.votes, atol=1e-4)
+    assert np.array_equal(got.offsets, want.offsets)
+    # Without exclude the query's own copy is its first neighbour.
+    assert plain.names[0] == gone[0]

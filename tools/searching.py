@@ -54,19 +54,12 @@ def answer_query(index, feats, name: str = "", settings: SearchSettings | None =
                  labels: dict | None = None, query_conf=None) -> Answer:
     """Search ``index`` with one query's Features, verify and rank its
     candidates. Photos named in ``exclude`` (e.g. the query itself when it is
-    in the index) are dropped before verification."""
+    in the index) are searched as if they were not in the index."""
     s = settings or SearchSettings()
     if s.search is None or s.calibration is None or s.threshold is None:
         s = s.resolved()
-    search_conf = s.search
-    if exclude:
-        search_conf = search_conf.replace(top_n=search_conf.top_n + len(exclude))
     t0 = time.perf_counter()
-    cands = index.search(feats, search_conf, query_conf=query_conf)
-    if exclude:
-        drop = set(exclude)
-        keep = np.array([n not in drop for n in cands.names], bool)
-        cands = cands.select(np.flatnonzero(keep)[: s.search.top_n])
+    cands = index.search(feats, s.search, query_conf=query_conf, exclude=exclude)
     search_ms = (time.perf_counter() - t0) * 1000
     ans = rerank(cands, query_size=tuple(feats.image_size), conf=s.rerank, calibration=s.calibration,
                  threshold=s.threshold, query=name)
