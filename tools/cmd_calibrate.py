@@ -12,9 +12,10 @@ def register(sub) -> None:
     p = sub.add_parser(
         "calibrate", help="fit the match confidence on your own labelled photos",
         description="Every labelled photo queries an index of all the others, as `delf search` would; its "
-                    "verified candidates (same label or not) train the logistic confidence, and the default "
-                    "threshold is set above every wrong candidate's confidence. The shipped calibration was made "
-                    "with --data on landmarks/, ukbench/ and wxbs/ (never Oxford).",
+                    "verified candidates (same label or not) train the logistic confidence. It then queries "
+                    "again with every photo of its label left out, as a photo of a place the database does not "
+                    "hold, and the default threshold is set above the confidence those searches reach. The "
+                    "shipped calibration was made with --data on landmarks/, ukbench/ and wxbs/ (never Oxford).",
     )
     src = p.add_argument_group("labelled photos (one or both)")
     src.add_argument("--data", help="a data folder laid out like ../shared/data: uses landmarks/ and ukbench/ "
@@ -30,9 +31,10 @@ def register(sub) -> None:
                    help="below this many inliers the confidence is 0 (default: %(default)s)")
     p.add_argument("--threshold", type=float,
                    help="decision threshold to record (default: the lowest, at least 0.5, at which at most "
-                        "--max-false-accept-rate of the queries accept a photo of another label)")
+                        "--max-false-accept-rate of the queries, searched with their own label left out, "
+                        "answer match)")
     p.add_argument("--max-false-accept-rate", type=float, default=0.01,
-                   help="fraction of calibration queries allowed to accept a wrong photo at the default "
+                   help="fraction of those not-a-match searches allowed to accept a photo at the default "
                         "threshold (default: %(default)s)")
     p.add_argument("--report", help="also write the fit's report (counts, reliability table) as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

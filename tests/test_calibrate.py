@@ -1,0 +1,103 @@
+"""`delf calibrate`'s two searches per photo and the threshold rule they feed:
+the default threshold is set on searches with the query's place left out."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tests.conftest import need_data
+from tools.calibrate import CalibrationData, LabelledPhoto, collect, fit, null_confidences
+from verify.confidence import feature_matrix
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory, small_conf):
+    """Four Lund photos and two views each of two UKBench objects, searched as `delf calibrate` does."""
+    from delf.extract import extract_to_h5
+    from tools.cmd_demo import sample_photos
+    from tools.searching import SearchSettings
+
+    work = tmp_path_factory.mktemp("calibrate")
+    photos = [LabelledPhoto(p, f"lund/{i}.jpg", "lund") for i, p in enumerate(sample_photos()[:4])]
+    for obj, views in (("ukb0", (0, 1)), ("ukb1", (4, 5))):
+        for v in views:
+            path = need_data("ukbench", "images", f"ukbench{v:05d}.jpg")
+            photos.append(LabelledPhoto(str(path), f"ukbench/{v}.jpg", obj))
+    feats = str(work / "features.h5")
+    report = extract_to_h5([(p.path, p.name) for p in photos], feats, small_conf, progress=False)
+    assert not report.failed
+    data = collect(photos, feats, str(work), SearchSettings(), progress=False, log=lambda *_: None)
+    return photos, data, work
+
+
+def test_collect_searches_each_photo_with_and_without_its_place(collected):
+    photos, data, work = collected
+    label = [p.label for p in photos]
+    assert data.n_queries == len(photos) and data.null_queries == len(photos)
+    # First search: the query itself never comes back, the other photos of its place do, and match.
+    per_query = np.bincount(data.query.astype(int), minlength=len(photos))
+    assert (per_query <= len(photos) - 1).all()
+    lund = np.isin(data.query, [i for i, l in enumerate(label) if l == "lund"])
+    assert data.y[lund].sum() >= 4 and data.inliers[lund & (data.y == 1)].max() >= 20
+    # Second search: only photos outside the query's place can be candidates.
+    null_per_query = np.bincount(data.null_query.astype(int), minlength=len(photos))
+    for i, l in enumerate(label):
+        assert null_per_query[i] <= sum(x != l for x in label)
+    assert null_per_query.sum() > 0
+    # A Lund photo's best photo of another place is far weaker than its own place.
+    lund_null = np.isin(data.null_query, [i for i, l in enumerate(label) if l == "lund"])
+    assert data.null_inliers[lund_null].max(initial=0) < data.inliers[lund & (data.y == 1)].max() / 2
+    # The examples are saved for a refit, not-a-match searches included.
+    back = CalibrationData.load(str(work / "calibration-examples.npz"))
+    assert back.null_queries == data.null_queries
+    assert np.array_equal(back.null_x, data.null_x) and np.array_equal(back.x, data.x)
+
+
+def test_threshold_is_set_on_the_not_a_match_searches(collected):
+    _, data, _ = collected
+    # Few wrong photos reach 5 inliers among 8 small photos: count every verified candidate.
+    cal, rep = fit(data, min_inliers=0, max_false_accept_rate=0.0)
+    p = null_confidences(cal, data)
+    # With no false accept allowed, the threshold is the 0.01 step above every not-a-match confidence.
+    assert cal.threshold == pytest.approx(max(0.5, math.floor(p.max() / 0.01 + 1e-9) * 0.01 + 0.01))
+    assert rep["not_a_match_queries"] == data.null_queries
+    assert rep["not_a_match_queries_accepting"] == 0
+
+
+def _examples(rng, n_q, wrong_hi):
+    """Synthetic examples: each query has a right photo and five wrong ones, their inliers and spread overlapping."""
+    x, y, inl, q = [], [], [], []
+    for i in range(n_q):
+        n = np.r_[rng.integers(10, 80), rng.integers(5, 25, 5)]
+        spread = np.r_[rng.uniform(0.05, 0.5), rng.uniform(0.02, 0.2, 5)]
+        x.append(feature_matrix(n, n * 2, spread))
+        y.append(np.r_[1.0, np.zeros(5)])
+        inl.append(n)
+        q.append(np.full(6, i))
+    x, y, inl, q = map(np.concatenate, (x, y, inl, q))
+    # The not-a-match searches: every query meets wrong photos, a few of them much stronger (wrong_hi).
+    nn = rng.integers(5, 25, n_q)
+    nn[:len(wrong_hi)] = wrong_hi
+    null = dict(null_x=feature_matrix(nn, nn * 2, np.full(n_q, 0.2)), null_inliers=nn.astype(float),
+                null_query=np.arange(n_q), null_queries=n_q)
+    return CalibrationData(x, y, inl.astype(float), q, n_q), CalibrationData(x, y, inl.astype(float), q, n_q, **null)
+
+
+def test_threshold_rule_by_hand():
+    rng = np.random.default_rng(3)
+    without, with_null = _examples(rng, 200, wrong_hi=[70, 65, 60])
+    cal0, rep0 = fit(without, max_false_accept_rate=0.01)
+    cal1, rep1 = fit(with_null, max_false_accept_rate=0.01)
+    # Same logistic fit (the not-a-match searches only move the threshold) ...
+    assert cal0.coef == cal1.coef and cal0.intercept == cal1.intercept
+    # ... and 1% of 200 queries = 2 may accept: the third-strongest not-a-match photo (60 inliers) sets it.
+    p = null_confidences(cal1, with_null)
+    third = np.sort(p)[::-1][2]
+    assert cal1.threshold == pytest.approx(math.floor(third / 0.01 + 1e-9) * 0.01 + 0.01)
+    assert rep1["not_a_match_queries_accepting"] == 2
+    assert cal1.threshold > cal0.threshold
+    # Without not-a-match searches the wrong candidates of the first search set it, and the report says nothing of them.
+    assert "not_a_match_queries" not in rep0
