@@ -11,7 +11,6 @@ import os
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from verify.confidence import Calibration
 from verify.rerank import Answer, RerankConf, rerank
