@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -94,7 +95,7 @@ _EXACT_CHUNK = 32768
 class _Snapshot:
     """One complete state of the index: a manifest and its opened segments."""
 
-    def __init__(self, manifest: dict, segments: list, stamp, extra_dead=()):
+    def __init__(self, manifest: dict, segments: list, stamp):
         self.manifest = manifest
         self.generation = manifest["generation"]
         self.stamp = stamp
@@ -103,8 +104,6 @@ class _Snapshot:
         n_ids = int(manifest["next_photo_id"])
         self.dead = np.zeros(n_ids + 1, bool)
         tomb = np.asarray(manifest["tombstones"], np.int64)
-        # extra_dead: photo ids one search treats as absent (Index.search's exclude).
-        tomb = np.concatenate([tomb, np.asarray(extra_dead, np.int64).reshape(-1)])
         self.dead[tomb[(tomb >= 0) & (tomb < n_ids)]] = True
         self.dead_rows = []
         self.live = []
@@ -125,6 +124,7 @@ class _Snapshot:
         self.photo_counts = np.concatenate([np.asarray(s.arrays["photo_counts"]) for s in segments]) \
             if segments else np.zeros(0, np.int32)
         self.photo_dead = self.dead[ids] if len(ids) else np.zeros(0, bool)
+        self._where = None  # built on the first without()
 
     @property
     def n_descriptors(self) -> int:
@@ -132,14 +132,40 @@ class _Snapshot:
 
     def without(self, names) -> "_Snapshot":
         """This state with the named photos treated as removed (names not in
-        the index are ignored): their descriptors are nobody's neighbours."""
-        ids = np.concatenate([np.asarray(s.arrays["photo_ids"], np.int64) for s in self.segments]) \
-            if self.segments else np.zeros(0, np.int64)
-        want = set(names)
-        drop = [int(ids[i]) for i, n in enumerate(self.photo_names) if n in want]
-        if not drop:
+        the index are ignored): their descriptors are nobody's neighbours. A
+        photo's descriptors are one run of rows in its segment, so only those
+        runs are marked; the state itself is not changed."""
+        if self._where is None:
+            # name -> (segment, position in segment, position in the concatenated photo table);
+            # built whole before it is published, as searches may run in threads.
+            where, starts, g = {}, [], 0
+            for si, seg in enumerate(self.segments):
+                counts = np.asarray(seg.arrays["photo_counts"], np.int64)
+                starts.append(np.concatenate([[0], np.cumsum(counts)]))
+                for i, n in enumerate(seg.names):
+                    where[n] = (si, i, g + i)
+                g += len(counts)
+            self._starts, self._where = starts, where
+        hits = [self._where[n] for n in set(names) if n in self._where]
+        hits = [h for h in hits if not self.photo_dead[h[2]]]
+        if not hits:
             return self
-        return _Snapshot(self.manifest, self.segments, self.stamp, drop + [int(i) for i in np.flatnonzero(self.dead)])
+        snap = copy.copy(self)
+        snap.dead, snap.photo_dead = self.dead.copy(), self.photo_dead.copy()
+        snap.dead_rows, snap.live = list(self.dead_rows), list(self.live)
+        copied = set()
+        for si, i, g in hits:
+            seg = self.segments[si]
+            if si not in copied:
+                old = snap.dead_rows[si]
+                snap.dead_rows[si] = np.zeros(seg.n, bool) if old is None else old.copy()
+                copied.add(si)
+            a, b = self._starts[si][i], self._starts[si][i + 1]
+            snap.dead_rows[si][a:b] = True
+            snap.live[si] -= int(b - a)
+            snap.dead[int(seg.arrays["photo_ids"][i])] = True
+            snap.photo_dead[g] = True
+        return snap
 
     def photo_rows(self, photo_ids: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self.photo_sorted, photo_ids)

@@ -163,20 +163,21 @@ def test_empty_query(db):
     assert len(c) == 0 and c.offsets.tolist() == [0] and c.query_xy.shape == (0, 2)
 
 
+@pytest.mark.parametrize("which", ["single", "multi"])
 @pytest.mark.parametrize("mode", ["exact", "annoy"])
-def test_exclude_searches_as_if_the_photos_were_not_indexed(db, tmp_path, mode):
+def test_exclude_searches_as_if_the_photos_were_not_indexed(db, tmp_path, mode, which):
     """A query that is itself in the index (collection mode, calibration): with
     ``exclude`` its own descriptors and its place's take none of the k slots,
     so the other photos get the votes and correspondences of an index that
     never held them; dropping candidates afterwards would not."""
     photos, names = db["photos"], db["names"]
-    gone = names[:3]
+    gone = [names[0], names[1], names[30]]  # in both segments of the multi-segment index
     f = write_features(tmp_path / "rest.h5", {n: photos[n] for n in names if n not in gone})
     ref_dir = tmp_path / "rest.idx"
     build_index(ref_dir, [f], FAST)
     q = photos[gone[0]]  # the query is one of the excluded photos, exactly as indexed
     conf = SearchConf(mode=mode, k=5, top_n=40, search_k=10**6)
-    with Index(db["single"]) as idx, Index(ref_dir) as ref:
+    with Index(db[which]) as idx, Index(ref_dir) as ref:
         got = idx.search(q, conf, exclude=gone, keep_knn=True)
         want = ref.search(q, conf)
         plain = idx.search(q, conf)
