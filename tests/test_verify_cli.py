@@ -97,13 +97,51 @@ def test_bench_pairs_and_errors():
 def test_bench_ransac_runs_on_two_pairs(tmp_path):
     from tools import bench_ransac as B
 
-    result = B.bench_ransac(str(need_data()), repeats=1, log=lambda m: None, only=("leuven/1-2", "WLABS/kpi"))
-    assert [r["pair"] for r in result["pairs"]] == ["leuven/1-2", "WLABS/kpi"]
+    result = B.bench_ransac(str(need_data()), repeats=1, log=lambda m: None, only=("leuven/1-2", "WLABS/kpi"),
+                            synthetic=2)
+    rows = result["pairs"]
+    assert [r["pair"] for r in rows[:2]] == ["leuven/1-2", "WLABS/kpi"]
+    assert [r["kind"] for r in rows[2:]] == ["synthetic", "synthetic"]
     for name in B.METHODS:
         s = result["summary"][name]
         assert set(s) == {"median_ms", "median_inliers", "mean_corner_error_px"}
-        for r in result["pairs"]:
+        for r in rows:
             assert set(r[name]) == {"ms", "inliers", "corner_error_px"} and r[name]["ms"] > 0
-    leuven = result["pairs"][0]
+        # The summary covers the real pairs only.
+        real = [r[name]["corner_error_px"] for r in rows[:2]]
+        assert s["mean_corner_error_px"] == pytest.approx(np.mean(real), abs=1e-3)
+    leuven = rows[0]
     assert leuven["kind"] == "homography" and leuven["ours-homography"]["corner_error_px"] < 2.0
+    # Against the exact warp both homography estimators land within a pixel.
+    for r in rows[2:]:
+        assert r["ours-homography"]["corner_error_px"] < 1.0 and r["opencv-homography"]["corner_error_px"] < 1.0
+    syn = result["meta"]["synthetic"]
+    assert syn["pairs"] == 2 and syn["methods"]["ours-homography"]["over_10px"] == 0
+    assert result["meta"]["acceptance"]["homography_pairs_ours_not_worse_than_opencv"].endswith("/1")
     B.print_table(result, out=open(os.devnull, "w"))
+
+
+def test_synthetic_pairs_are_exact_and_seeded():
+    import cv2
+
+    from tools import bench_ransac as B
+
+    data = str(need_data())
+    a, b = B.synthetic_pairs(data, 2, seed=3), B.synthetic_pairs(data, 2, seed=3)
+    assert [p["pair"] for p in a] == [p["pair"] for p in b] and len(a) == 2
+    for p, q in zip(a, b):
+        assert np.array_equal(p["H"], q["H"]) and np.array_equal(p["gray2"], q["gray2"])
+    other = B.synthetic_pairs(data, 2, seed=4)
+    assert not np.allclose(a[0]["H"], other[0]["H"])
+    for p in a:
+        # Warping the photo by H redraws the copy: the ground truth is the warp itself.
+        g1, g2 = p["gray1"], p["gray2"]
+        redrawn = cv2.warpPerspective(g1, p["H"], (g2.shape[1], g2.shape[0]), flags=cv2.INTER_AREA)
+        inside = cv2.warpPerspective(np.ones_like(g1), p["H"], (g2.shape[1], g2.shape[0])) > 0
+        inside = cv2.erode(inside.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        assert inside.mean() > 0.3
+        r = np.corrcoef(redrawn[inside].astype(float), g2[inside].astype(float))[0, 1]
+        assert r > 0.97  # a 3 px shift of H already drops it to about 0.9
+    assert B.synthetic_pairs(data, 0) == []
+    with pytest.raises(FileNotFoundError, match="landmarks"):
+        B.synthetic_pairs("/nonexistent", 1)

@@ -34,6 +34,12 @@ SAMPLE_SIZES = {"affine": 3, "similarity": 2, "homography": 4}
 # about 0.05 px^2 in a 1000 px photo.
 _COLLINEAR_EPS = 1e-7
 # Reach of the final reweighted refit, in thresholds (see ransac_core).
+# Tried and dropped: shrinking it for homographies to 4 inlier noise scales
+# (estimated from the median squared residual). On SIFT matches of warped
+# landmarks/ photos with exact ground truth it lowered corner errors by about
+# 10%, but on the real homography/ pairs it was worse (10 of 20 pairs no
+# worse than OpenCV's MAGSAC++, against 14 with this fixed reach): real
+# inlier errors are heavier-tailed than a warp's, and wider weights average more.
 _FINAL_REACH = 1.5
 # Samples closer than this (normalised units) count as the same point.
 _DUPLICATE_EPS2 = 1e-12
