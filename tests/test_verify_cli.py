@@ -115,10 +115,33 @@ def test_bench_ransac_runs_on_two_pairs(tmp_path):
     # Against the exact warp both homography estimators land within a pixel.
     for r in rows[2:]:
         assert r["ours-homography"]["corner_error_px"] < 1.0 and r["opencv-homography"]["corner_error_px"] < 1.0
+    assert "fit_rms_px" not in rows[1]  # WxBS pairs have no homography
+    for r in (rows[0], *rows[2:]):
+        fit = r["fit_rms_px"]
+        assert fit["matches"] > 100 and 0 < fit["ours-homography"] < 1.5 and 0 < fit["ground-truth"] < 1.5
     syn = result["meta"]["synthetic"]
     assert syn["pairs"] == 2 and syn["methods"]["ours-homography"]["over_10px"] == 0
     assert result["meta"]["acceptance"]["homography_pairs_ours_not_worse_than_opencv"].endswith("/1")
     B.print_table(result, out=open(os.devnull, "w"))
+
+
+def test_fit_rms_by_hand():
+    from tools import bench_ransac as B
+
+    rng = np.random.default_rng(0)
+    h = np.array([[1.1, 0.05, 10.0], [-0.02, 0.95, 5.0], [1e-4, 0.0, 1.0]])
+    src = rng.uniform(0, 500, (50, 2))
+    dst = B.project(h, src)
+    dst[:10] += [1.0, 0.0]  # ten matches off by one pixel
+    dst[40:] += 100.0  # ten far outliers, left out of the RMS
+    shifted = h.copy()
+    shifted[0] += 2.0 * h[2]  # maps every point 2 px to the right
+    fit = B.fit_rms({"src": src, "dst": dst, "H": h}, {"ground-truth": h, "shifted": shifted, "none": None})
+    assert fit["matches"] == 40
+    assert fit["ground-truth"] == pytest.approx(np.sqrt(10 / 40), abs=1e-3)
+    assert fit["shifted"] == pytest.approx(np.sqrt((10 * 1.0 + 30 * 4.0) / 40), abs=1e-3)
+    assert fit["none"] > 10
+    assert B.fit_rms({"src": src[:5], "dst": dst[:5], "H": h}, {"ground-truth": h}) is None
 
 
 def test_synthetic_pairs_are_exact_and_seeded():

@@ -256,6 +256,23 @@ def model_error(pair: dict, model: np.ndarray | None, size1=None) -> float:
     return float(min(err, 1e9))
 
 
+def fit_rms(pair: dict, models: dict) -> dict | None:
+    """RMS transfer error (px) of each model over the same matches: those within
+    the homography threshold of the ground truth. A ground truth that fits the
+    matches worse than the estimates is itself off, by about the difference.
+    None when fewer than 8 matches agree with the ground truth."""
+    src, dst = pair["src"], pair["dst"]
+    near = np.linalg.norm(project(pair["H"], src) - dst, axis=1) < HOMOGRAPHY_THRESHOLD
+    if near.sum() < 8:
+        return None
+    out = {}
+    for name, m in models.items():
+        e = np.linalg.norm(project(np.eye(3) if m is None else m, src[near]) - dst[near], axis=1)
+        out[name] = round(float(min(np.sqrt(np.mean(e ** 2)), 1e9)), 3)
+    out["matches"] = int(near.sum())
+    return out
+
+
 # ---------------------------------------------------------------- run
 
 
@@ -326,6 +343,9 @@ def bench_ransac(data: str, repeats: int = 5, log=print, only: tuple[str, ...] |
                 "inliers": int(inliers),
                 "corner_error_px": round(model_error(p, model, p["size1"]), 3),
             }
+        if p["kind"] != "wxbs":
+            row["fit_rms_px"] = fit_rms(p, {"ground-truth": p["H"], "ours-homography": results["ours-homography"][0],
+                                            "opencv-homography": results["opencv-homography"][0]})
         rows.append(row)
         log(f"[{k + 1:2d}/{len(pairs)}] {p['pair']:<22} {len(p['src']):5d} matches  "
             + "  ".join(f"{n} {row[n]['ms']:.2f}ms/{row[n]['corner_error_px']:.1f}px" for n in
