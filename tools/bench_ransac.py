@@ -31,9 +31,10 @@ SIFT_FEATURES = 4000
 RATIO = 0.8
 SEED = 0
 SYNTHETIC = 100  # default number of warped landmarks/ photos
-# Warps for the synthetic pairs: stronger than training augmentation (more
-# rotation and perspective), most of the photo kept so its corners stay near
-# the copy.
+# Warps of the synthetic pairs (delf.training.data.AugmentConf fields): more
+# rotation and perspective than training augmentation, and most of the photo
+# kept so that its corners stay near the copy.
+SYNTHETIC_WARP = dict(copies=1, min_side=640, max_side=1024, min_area=0.6, max_rotation=30.0, perspective=0.12)
 SYNTHETIC_JPEG_QUALITY = 90
 METHODS = ("ours-affine", "ours-homography", "skimage-affine", "opencv-affine", "opencv-homography")
 
@@ -126,7 +127,7 @@ def synthetic_pairs(data: str, count: int, seed: int = 0) -> list[dict]:
     if not names:
         raise ValueError(f"{folder}: no photos to warp")
     picks = np.unique(np.linspace(0, len(names) - 1, min(count, len(names))).round().astype(int))
-    conf = AugmentConf(copies=1, min_side=640, max_side=1024, min_area=0.6, max_rotation=30.0, perspective=0.12)
+    conf = AugmentConf(**SYNTHETIC_WARP)
     pairs = []
     for i in picks:
         path = os.path.join(folder, names[i])
@@ -369,7 +370,8 @@ def _synthetic_meta(rows: list[dict], seed: int) -> dict | None:
     """Corner errors on the warped copies (exact ground truth), per method, and ours against OpenCV's."""
     if not rows:
         return None
-    out = {"pairs": len(rows), "seed": seed, "jpeg_quality": SYNTHETIC_JPEG_QUALITY, "methods": {}}
+    out = {"pairs": len(rows), "seed": seed, "warp": SYNTHETIC_WARP, "jpeg_quality": SYNTHETIC_JPEG_QUALITY,
+           "methods": {}}
     for name in METHODS:
         e = np.array([r[name]["corner_error_px"] for r in rows])
         out["methods"][name] = {"median_corner_error_px": round(float(np.median(e)), 3),
