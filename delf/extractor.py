@@ -183,6 +183,31 @@ class Extractor:
         desc = self.describe(feats[top])
         return Features(locs[top], desc, scales[top], scores[top], (w0, h0))
 
+    def cells_from_maps(self, levels, image_size):
+        """Every cell of a photo's pyramid, unscored and unselected: (raw
+        feature vectors (N, C) float32, locations (N, 2) in photo pixels,
+        scales (N,)), level by level, each level row-major. What training
+        learns to score."""
+        w0, h0 = image_size
+        feats, locs, scales = [], [], []
+        for scale, lw, lh, fmap in levels:
+            fmap = np.asarray(fmap, dtype=np.float32)
+            fh, fw, c = fmap.shape
+            xs, ys = self.backbone.grid(lh, lw)
+            if len(xs) != fw or len(ys) != fh:
+                raise RuntimeError(f"receptive-field geometry gives a {len(ys)}x{len(xs)} map for a {lh}x{lw} "
+                                   f"input, the network gave {fh}x{fw}")
+            gx = np.clip((xs + 0.5) * (w0 / lw) - 0.5, 0, w0 - 1)
+            gy = np.clip((ys + 0.5) * (h0 / lh) - 0.5, 0, h0 - 1)
+            gxx, gyy = np.meshgrid(gx, gy)
+            feats.append(fmap.reshape(-1, c))
+            locs.append(np.stack([gxx.reshape(-1), gyy.reshape(-1)], axis=1).astype(np.float32))
+            scales.append(np.full(fh * fw, scale, np.float32))
+        if not feats:
+            c = self.backbone.channels
+            return np.zeros((0, c), np.float32), np.zeros((0, 2), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(feats), np.concatenate(locs), np.concatenate(scales)
+
     def describe(self, raw: np.ndarray) -> np.ndarray:
         """Raw feature-map vectors -> final descriptors (L2, PCA, L2)."""
         desc = l2_normalise(raw)

@@ -62,12 +62,14 @@ def test_training_lowers_the_loss_and_writes_loadable_weights(handful, cache_dir
     assert len(losses) == 6
     assert losses[-1] < 0.7 * losses[0], losses
     head = AttentionHead.load(str(out))
-    assert head.conv1_w.shape == (112, 512) and head.conv2_w.shape == (512, 1)
+    # 112 normalised channels and the standardised log norm (norm_input, the default).
+    assert head.conv1_w.shape == (113, 512) and head.conv2_w.shape == (512, 1) and head.in_channels == 112
+    assert head.lognorm is not None and head.lognorm[1] > 0
     assert np.all(head.bn_var > 0)
     # The attention itself was trained, not only the classifier behind it.
     from delf.training.attention import _init_params
 
-    init = _init_params(np.random.default_rng(np.random.SeedSequence([3, 1])), 112, 3)
+    init = _init_params(np.random.default_rng(np.random.SeedSequence([3, 1])), 112, 3, 1)
     assert np.abs(head.conv2_w - init["conv2_w"]).max() > 1e-3
     assert np.abs(head.conv1_w - init["conv1_w"]).max() > 1e-3
     # The trained head scores a real photo through the extractor.
@@ -223,3 +225,94 @@ def test_shipped_head_predicts_which_cells_survive_a_warp(small_extractor):
     ex = Extractor(small_extractor.conf.replace(scoring="attention"))
     f = ex.extract(skimage.data.coffee())
     assert np.all(f.scores > 0) and ex.resolved_conf()["attention_sha256"]
+
+
+def test_head_without_norm_input_scores_direction_only(handful, cache_dir, small_extractor, tmp_path):
+    import skimage.data
+
+    from delf.attention import AttentionHead
+
+    fmap = small_extractor.backbone(skimage.data.coffee()[:160, :160])
+    heads = {}
+    for norm_input in (False, True):
+        out = tmp_path / f"{norm_input}.npz"
+        train(handful, out, cache_dir, small_extractor.backbone, epochs=1, norm_input=norm_input)
+        heads[norm_input] = AttentionHead.load(str(out))
+    assert heads[False].lognorm is None and heads[False].conv1_w.shape == (112, 512)
+    # Scaling every cell leaves a direction-only head's scores unchanged...
+    np.testing.assert_allclose(heads[False](fmap * 3.0), heads[False](fmap), rtol=1e-4, atol=1e-5)
+    # ...while a head that sees the norm changes them.
+    assert np.abs(heads[True](fmap * 3.0) - heads[True](fmap)).max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    """Three photos of the Strecha fountain, two of the Herz-Jesu church."""
+    from delf.training.data import read_labels
+
+    root = need_data("landmarks")
+    photos = read_labels(str(root / "images"), str(root / "labels.csv"))
+    pick = [p for p in photos if p.label == "fountain"][:3] + [p for p in photos if p.label == "herzjesu"][:2]
+    assert len(pick) == 5
+    return pick
+
+
+def test_inlier_evidence_follows_the_true_geometry(small_extractor):
+    """A photo and a warped copy of it (known homography) verify as a pair:
+    the cells counted as seen are those the true homography keeps inside the
+    copy, and the inlier cells sit where it says; a photo of another scene
+    only adds false matches."""
+    from delf.training.data import AugmentConf, augment
+    from delf.training.inliers import PairConf, gather_evidence, photo_cells
+
+    ex = small_extractor
+    rgb = ex.load(str(SAMPLES / "lund_01.jpg"))
+    copy, h = augment(rgb, np.random.default_rng(5), AugmentConf(min_side=300, max_side=320, min_area=0.5))
+    other = ex.load(str(need_data("landmarks", "images") / "strecha_fountain-P11_0000.jpg"))
+    conf = PairConf(cells=400)
+    cells = []
+    for k, img in enumerate((rgb, copy, other)):
+        cells.append(photo_cells(ex, ex.feature_maps(img), (img.shape[1], img.shape[0]), conf,
+                                 np.random.default_rng(k)))
+    ev, stats = gather_evidence(cells, [(0, 1)], [(0, 2), (1, 2)], conf)
+    assert stats["verified_pairs"] == 1 and stats["false_matches"] > 0
+    a = cells[0]
+    q = np.c_[a.locations, np.ones(len(a.locations))] @ h.T
+    q = q[:, :2] / q[:, 2:3]
+    inside = (q[:, 0] >= 0) & (q[:, 0] < copy.shape[1]) & (q[:, 1] >= 0) & (q[:, 1] < copy.shape[0])
+    seen = ev.seen[0] > 0
+    assert np.mean(seen == inside) > 0.9, (seen.mean(), inside.mean())
+    # Inlier cells land inside the copy under the true homography (up to the
+    # 20 px RANSAC threshold: the copy's border reflects the photo).
+    inl = np.flatnonzero(ev.inliers[0] > 0)
+    assert len(inl) >= conf.min_inliers
+    w, h = copy.shape[1], copy.shape[0]
+    near = (q[:, 0] > -20) & (q[:, 0] < w + 20) & (q[:, 1] > -20) & (q[:, 1] < h + 20)
+    assert np.all(near[inl]) and np.mean(inside[inl]) > 0.9
+    t = ev.targets(0)
+    assert np.all((t == -1) | ((t >= 0) & (t <= 1)))
+    assert np.all(t[inl] > 0) and np.mean(t[seen & (ev.inliers[0] == 0)] == 0) == 1.0
+    # The other scene's photo has only false matches: every target it has is 0.
+    t2 = ev.targets(2)
+    assert np.any(t2 == 0) and np.all(t2 <= 0)
+
+
+def test_inliers_objective_trains_and_is_deterministic(scenes, small_extractor, small_conf, tmp_path):
+    from delf.attention import AttentionHead
+    from delf.training.attention import train_attention
+    from delf.training.inliers import PairConf
+
+    conf = small_train_conf(objective="inliers", epochs=5, batch_size=2, pairs=PairConf(cells=500, min_inliers=8))
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"i{k}.npz"
+        logs = []
+        result = train_attention(scenes, str(out), str(tmp_path / "maps"), conf, backbone=small_extractor.backbone,
+                                 progress=False, log=logs.append, pyramid=small_conf)
+        runs.append(AttentionHead.load(str(out)))
+        losses = [r["train_loss"] for r in result.history]
+        assert losses[-1] < losses[0], losses
+        assert any("same-label pairs verified" in m and not m.startswith("inlier targets: 0 of") for m in logs), logs
+    np.testing.assert_array_equal(runs[0].conv1_w, runs[1].conv1_w)
+    np.testing.assert_array_equal(runs[0].conv2_w, runs[1].conv2_w)
+    assert runs[0].lognorm is not None

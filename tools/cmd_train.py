@@ -26,10 +26,12 @@ def register(sub) -> None:
     a.add_argument("--labels", action="append", required=True, metavar="CSV",
                    help="CSV: photo (relative to --images), label; header optional. Or 'folders': each photo's "
                         "folder is its class; 'none': unlabelled (--objective homography) (repeatable)")
-    a.add_argument("--objective", default="labels", choices=["labels", "homography", "both"],
+    a.add_argument("--objective", default="labels", choices=["labels", "homography", "both", "inliers"],
                    help="labels: DELF's classification loss; homography: self-supervised, predict which cells "
                         "survive into another augmented copy (random homography, colour change) of the same "
-                        "photo; both (default: %(default)s)")
+                        "photo; both; inliers: predict which pyramid cells become verified RANSAC inliers against "
+                        "other photos of the same label and make no matches into other labels' photos "
+                        "(default: %(default)s)")
     a.add_argument("--out", required=True, metavar="WEIGHTS", help="attention head .npz to write")
     a.add_argument("--cache", help="feature-map cache folder (default: WEIGHTS.cache)")
     a.add_argument("--checkpoint", help="checkpoint, written every epoch and resumed from (default: WEIGHTS.ckpt.npz)")
@@ -41,6 +43,15 @@ def register(sub) -> None:
     a.add_argument("--copies", type=int, default=8, help="augmented copies per photo (default: %(default)s)")
     a.add_argument("--min-side", type=int, default=320, help="smallest longest side of a copy (default: %(default)s)")
     a.add_argument("--max-side", type=int, default=640, help="largest longest side of a copy (default: %(default)s)")
+    a.add_argument("--partners", type=int, default=4,
+                   help="inliers: same-label photos matched per photo (default: %(default)s)")
+    a.add_argument("--distractors", type=int, default=2,
+                   help="inliers: other-label photos matched per photo (default: %(default)s)")
+    a.add_argument("--cells", type=int, default=4000,
+                   help="inliers: candidate cells per photo, strongest by norm plus a random quarter of the rest "
+                        "(default: %(default)s)")
+    a.add_argument("--no-norm-input", dest="norm_input", action="store_false",
+                   help="the head sees only each cell's direction, not its log feature norm (default: it sees both)")
     a.add_argument("--val-fraction", type=float, default=0.15, help="photos per class held out (default: %(default)s)")
     a.add_argument("--backbone", default="lite0", choices=["lite0", "resnet50"], help="(default: lite0)")
     a.add_argument("--weights", help="backbone weights (as for delf extract)")
@@ -74,32 +85,39 @@ def register(sub) -> None:
 def run_attention(args) -> int:
     from delf.training.attention import TrainConf, train_attention
     from delf.training.data import AugmentConf, read_labels
+    from delf.training.inliers import PairConf
 
     if len(args.images) != len(args.labels):
         raise ValueError(f"give one --labels per --images ({len(args.images)} --images, {len(args.labels)} --labels)")
     photos = []
     for i, (images, labels) in enumerate(zip(args.images, args.labels)):
         photos += read_labels(images, labels, prefix=f"{i}/" if len(args.images) > 1 else "")
-    for key in ("epochs", "batch_size", "copies", "min_side", "max_side"):
+    for key in ("epochs", "batch_size", "copies", "min_side", "max_side", "cells"):
         if getattr(args, key) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1")
+    for key in ("partners", "distractors"):
+        if getattr(args, key) < 0:
+            raise ValueError(f"--{key} must be >= 0")
     if args.min_side > args.max_side:
         raise ValueError("--min-side must not exceed --max-side")
     if not 0 <= args.val_fraction < 1:
         raise ValueError("--val-fraction must be in [0, 1)")
     conf = TrainConf(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                     val_fraction=args.val_fraction, objective=args.objective,
-                     augment=AugmentConf(copies=args.copies, min_side=args.min_side, max_side=args.max_side))
+                     val_fraction=args.val_fraction, objective=args.objective, norm_input=args.norm_input,
+                     augment=AugmentConf(copies=args.copies, min_side=args.min_side, max_side=args.max_side),
+                     pairs=PairConf(partners=args.partners, distractors=args.distractors, cells=args.cells))
     curve = args.curve or os.path.splitext(args.out)[0] + ".png"
     result = train_attention(photos, args.out, args.cache or args.out + ".cache", conf,
                              backbone_name=args.backbone, backbone_weights=args.weights,
                              checkpoint=args.checkpoint, curve=curve, progress=not args.quiet,
                              log=lambda m: print(m, file=sys.stderr))
     last = result.history[-1] if result.history else {}
-    what = f"{len(result.classes)} classes" if args.objective != "homography" else "survival under homographies"
-    line = (f"{args.out}: attention head trained on {result.n_train} augmented copies ({what}), final train loss "
+    what = {"homography": "survival under homographies",
+            "inliers": "verified inliers of same-label pairs"}.get(args.objective, f"{len(result.classes)} classes")
+    unit = "photos" if args.objective == "inliers" else "augmented copies"
+    line = (f"{args.out}: attention head trained on {result.n_train} {unit} ({what}), final train loss "
             f"{last.get('train_loss', float('nan')):.3f}, validation loss {last.get('val_loss', float('nan')):.3f}")
-    if args.objective != "homography":
+    if args.objective in ("labels", "both"):
         line += f", validation accuracy {last.get('val_acc', float('nan')):.3f}"
     print(line + f" ({result.seconds / 60:.1f} min)")
     print(f"wrote {args.out}, {curve}")

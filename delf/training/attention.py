@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..attention import BN_EPS, HIDDEN, AttentionHead
-from .data import AugmentConf, AugmentedMaps, Photo, split_photos, survival_labels
+from ..attention import BN_EPS, HIDDEN, AttentionHead, head_input
+from .data import AugmentConf, AugmentedMaps, Photo, photo_seed, split_photos, survival_labels
+from .inliers import PairConf
 
 CKPT_VERSION = 1
-OBJECTIVES = ("labels", "homography", "both")
+OBJECTIVES = ("labels", "homography", "both", "inliers")
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,16 @@ class TrainConf:
     # "labels": DELF's classification loss; "homography": self-supervised, the
     # attention predicts which cells survive into another augmented copy of
     # the same photo (mutual nearest neighbour at the true place); "both".
+    # "inliers": the attention predicts which cells of the photo's pyramid
+    # become verified RANSAC inliers against other photos of its label and
+    # make no matches into other labels' photos (``delf.training.inliers``).
     objective: str = "labels"
     match_px: float = 12.0
+    # The head also sees each cell's log feature norm (standardised), not
+    # only its direction: DELF's attention sees the raw features.
+    norm_input: bool = True
     augment: AugmentConf = field(default_factory=AugmentConf)
+    pairs: PairConf = field(default_factory=PairConf)
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -65,13 +73,13 @@ class TrainResult:
     seconds: float
 
 
-def _init_params(rng: np.random.Generator, c: int, k: int) -> dict:
+def _init_params(rng: np.random.Generator, c: int, k: int, extra: int = 0) -> dict:
     def glorot(fan_in, fan_out):
         lim = np.sqrt(6.0 / (fan_in + fan_out))
         return rng.uniform(-lim, lim, (fan_in, fan_out)).astype(np.float32)
 
     return {
-        "conv1_w": glorot(c, HIDDEN),
+        "conv1_w": glorot(c + extra, HIDDEN),
         "conv1_b": np.zeros(HIDDEN, np.float32),
         "bn_gamma": np.ones(HIDDEN, np.float32),
         "bn_beta": np.zeros(HIDDEN, np.float32),
@@ -96,8 +104,10 @@ class _Model:
     """The head and classifier as TensorFlow variables, with a hand-written
     Adam (its state goes into the checkpoint)."""
 
-    def __init__(self, tf, params: dict, conf: TrainConf):
+    def __init__(self, tf, params: dict, conf: TrainConf, lognorm=None):
         self.tf, self.conf = tf, conf
+        # (mean, std) of the log feature norm when the head sees it, else None.
+        self.lognorm = None if lognorm is None else (float(lognorm[0]), float(lognorm[1]))
         self.names = sorted(params)
         self.vars = {k: tf.Variable(params[k], name=k) for k in self.names}
         self.m = {k: tf.Variable(np.zeros_like(params[k]), name=k + "_m") for k in self.names}
@@ -111,8 +121,12 @@ class _Model:
     def _forward(self, x, seg, targets, labels):
         tf, p = self.tf, self.vars
         b = tf.shape(labels)[0]
-        xn = x / tf.maximum(tf.norm(x, axis=-1, keepdims=True), 1e-12)
-        h = xn @ p["conv1_w"] + p["conv1_b"]
+        norm = tf.maximum(tf.norm(x, axis=-1, keepdims=True), 1e-12)
+        xn = x / norm
+        xin = xn
+        if self.lognorm is not None:
+            xin = tf.concat([xn, (tf.math.log(norm) - self.lognorm[0]) / self.lognorm[1]], axis=1)
+        h = xin @ p["conv1_w"] + p["conv1_b"]
         # BatchNorm over every cell of the batch.
         mean = tf.reduce_mean(h, axis=0)
         var = tf.reduce_mean(tf.square(h - mean), axis=0)
@@ -133,6 +147,12 @@ class _Model:
             bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=pos, logits=s)
             loss += 0.5 * (tf.reduce_sum(bce * pos) / tf.maximum(tf.reduce_sum(pos), 1.0)
                            + tf.reduce_sum(bce * neg) / tf.maximum(tf.reduce_sum(neg), 1.0))
+        if self.conf.objective == "inliers":
+            # Soft targets (fraction of a cell's chances that became verified
+            # inliers); -1: no evidence.
+            has = tf.cast(targets >= 0, tf.float32)
+            bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.clip_by_value(targets, 0.0, 1.0), logits=s)
+            loss += tf.reduce_sum(bce * has) / tf.maximum(tf.reduce_sum(has), 1.0)
         acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels), tf.float32))
         return loss, acc
 
@@ -188,15 +208,17 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator):
         yield order[i : i + batch_size]
 
 
-def _ckpt_identity(photos, conf: TrainConf, backbone_name: str) -> str:
+def _ckpt_identity(photos, conf: TrainConf, backbone_name: str, pyramid=None) -> str:
     # Everything but the epoch count: a finished run can be resumed for more epochs.
     d = conf.to_dict()
     d.pop("epochs")
+    if conf.objective == "inliers":
+        d["pyramid"] = None if pyramid is None else pyramid.to_dict()
     return json.dumps({"conf": d, "backbone": backbone_name,
                        "photos": [[p.name, p.label] for p in photos]}, sort_keys=True)
 
 
-def precise_bn(params: dict, maps: list[np.ndarray], chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def precise_bn(params: dict, maps: list[np.ndarray], chunk: int = 64, lognorm=None) -> tuple[np.ndarray, np.ndarray]:
     """Population mean and variance of the head's pre-BatchNorm activations
     over every cell of ``maps`` (what inference normalises with)."""
     total = np.zeros(HIDDEN, np.float64)
@@ -204,8 +226,7 @@ def precise_bn(params: dict, maps: list[np.ndarray], chunk: int = 64) -> tuple[n
     n = 0
     for i in range(0, len(maps), chunk):
         x = np.concatenate([m.reshape(-1, m.shape[-1]).astype(np.float32) for m in maps[i : i + chunk]])
-        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        h = x @ params["conv1_w"] + params["conv1_b"]
+        h = head_input(x, lognorm) @ params["conv1_w"] + params["conv1_b"]
         total += h.sum(axis=0)
         total_sq += np.square(h, dtype=np.float64).sum(axis=0)
         n += len(h)
@@ -213,42 +234,17 @@ def precise_bn(params: dict, maps: list[np.ndarray], chunk: int = 64) -> tuple[n
     return mean.astype(np.float32), np.maximum(total_sq / n - mean**2, 0).astype(np.float32)
 
 
-def train_attention(
-    photos: list[Photo],
-    out: str,
-    cache_dir: str,
-    conf: TrainConf | None = None,
-    backbone=None,
-    backbone_name: str = "lite0",
-    backbone_weights: str | None = None,
-    checkpoint: str | None = None,
-    curve: str | None = None,
-    progress: bool = True,
-    log=print,
-) -> TrainResult:
-    """Train the attention head on labelled photos and write it to ``out``
-    (an ``AttentionHead`` .npz). ``checkpoint`` (default ``out + '.ckpt.npz'``)
-    is written after every epoch and resumed from when it matches this run."""
+def _augmented_data(photos, cache_dir, conf, backbone, backbone_name, backbone_weights, maps, targets, labels,
+                    owner, label_of, progress):
+    """Maps of each photo's augmented copies (and survival targets when the
+    objective needs them), appended to the given lists."""
     from tqdm import tqdm
 
-    from ..tfimport import import_tensorflow
-
-    tf = import_tensorflow()
-    tf.config.experimental.enable_op_determinism()
-    conf = conf or TrainConf()
-    t0 = time.perf_counter()
-    if len(photos) < 2:
-        raise ValueError("training needs at least two labelled photos")
-    classes = sorted({p.label for p in photos})
-    if len(classes) < 2 and conf.objective != "homography":
-        raise ValueError(f"training needs at least two classes, got only {classes[0]!r}")
-    label_of = {c: i for i, c in enumerate(classes)}
     if backbone is None:
         from ..backbones import make_backbone
 
         backbone = make_backbone(backbone_name, backbone_weights)
     store = AugmentedMaps(cache_dir, backbone_name, backbone_weights, conf.augment, conf.seed)
-    maps, labels, owner, targets = [], [], [], []
     need_targets = conf.objective != "labels"
     if need_targets and conf.augment.copies < 2:
         raise ValueError("the homography objective needs at least two augmented copies per photo")
@@ -266,20 +262,135 @@ def train_attention(
             maps.append(m)
             labels.append(label_of[p.label])
             owner.append(i)
+    msg = ""
+    if need_targets:
+        allt = np.concatenate(targets)
+        msg = f"survival targets: {np.mean(allt[allt >= 0] == 1):.3f} of {np.sum(allt >= 0)} cells survive"
+    return backbone, msg
+
+
+def _inlier_data(photos, cache_dir, conf, backbone, backbone_name, backbone_weights, maps, targets, progress,
+                 pyramid=None):
+    """The candidate cells of each photo's pyramid (``pyramid``: an
+    ExtractorConf, default the extractor's default) that have evidence, as
+    one (n, 1, C) array per photo, with their soft targets."""
+    from tqdm import tqdm
+
+    from ..conf import ExtractorConf
+    from ..extractor import Extractor
+    from ..image import ImageError
+    from .fmaps import FeatureMapCache, cached_maps
+    from .inliers import draw_pairs, gather_evidence, photo_cells
+
+    xconf = (pyramid or ExtractorConf()).replace(backbone=backbone_name, weights=backbone_weights, scoring="norm",
+                                                 attention_weights=None)
+    extractor = Extractor(xconf)
+    if backbone is not None:
+        extractor.backbone = backbone
+    cache = FeatureMapCache(cache_dir, xconf)
+    cells = []
+    for p in tqdm(photos, desc="feature maps", unit="photo", disable=not progress, dynamic_ncols=True):
+        try:
+            levels, size = cached_maps(extractor, cache, p.path, p.name)
+        except (ImageError, FileNotFoundError) as exc:
+            raise ValueError(f"{p.path}: {getattr(exc, 'problem', None) or exc}") from exc
+        rng = np.random.default_rng(photo_seed(conf.seed, p.name))
+        cells.append(photo_cells(extractor, levels, size, conf.pairs, rng))
+    same, diff = draw_pairs([p.label for p in photos], conf.pairs, conf.seed)
+    if not same:
+        raise ValueError("the inliers objective needs at least two photos of one label")
+    ev, stats = gather_evidence(cells, same, diff, conf.pairs, conf.seed, progress=progress)
+    if stats["verified_pairs"] == 0:
+        raise ValueError(f"none of the {len(same)} same-label pairs verified with {conf.pairs.min_inliers} inliers: "
+                         "no inlier targets to learn from")
+    n_cells = n_pos = 0.0
+    for i, c in enumerate(cells):
+        t = ev.targets(i)
+        has = np.flatnonzero(t >= 0)
+        if len(has) == 0:  # keep the photo (one cell, no verdict) so indices stay aligned
+            has = np.array([0])
+        maps.append(c.raw[has][:, None, :])
+        targets.append(t[has])
+        n_cells += float(np.sum(t >= 0))
+        n_pos += float(np.sum(np.clip(t[t >= 0], 0, 1)))
+    msg = (f"inlier targets: {stats['verified_pairs']} of {stats['same_pairs']} same-label pairs verified, "
+           f"{stats['false_matches']} false matches in {stats['different_pairs']} other pairs; {n_cells:.0f} cells "
+           f"with evidence, mean target {n_pos / max(n_cells, 1):.4f}")
+    return extractor.backbone, msg
+
+
+def _lognorm_stats(maps: list[np.ndarray]) -> tuple[float, float]:
+    """Mean and std of the log feature norm over every cell of ``maps``."""
+    total = total_sq = 0.0
+    n = 0
+    for m in maps:
+        ln = np.log(np.maximum(np.linalg.norm(m.reshape(-1, m.shape[-1]).astype(np.float32), axis=1), 1e-12))
+        total += float(ln.sum())
+        total_sq += float(np.square(ln, dtype=np.float64).sum())
+        n += len(ln)
+    mean = total / max(n, 1)
+    return mean, float(np.sqrt(max(total_sq / max(n, 1) - mean**2, 1e-12)))
+
+
+def train_attention(
+    photos: list[Photo],
+    out: str,
+    cache_dir: str,
+    conf: TrainConf | None = None,
+    backbone=None,
+    backbone_name: str = "lite0",
+    backbone_weights: str | None = None,
+    checkpoint: str | None = None,
+    curve: str | None = None,
+    progress: bool = True,
+    log=print,
+    pyramid=None,
+) -> TrainResult:
+    """Train the attention head on labelled photos and write it to ``out``
+    (an ``AttentionHead`` .npz). ``checkpoint`` (default ``out + '.ckpt.npz'``)
+    is written after every epoch and resumed from when it matches this run.
+    ``pyramid``: the ExtractorConf whose pyramid the ``inliers`` objective
+    matches cells over (default: the extractor's default pyramid); the
+    other objectives use augmented single-scale copies."""
+    from tqdm import tqdm
+
+    from ..tfimport import import_tensorflow
+
+    tf = import_tensorflow()
+    tf.config.experimental.enable_op_determinism()
+    conf = conf or TrainConf()
+    t0 = time.perf_counter()
+    if len(photos) < 2:
+        raise ValueError("training needs at least two labelled photos")
+    classes = sorted({p.label for p in photos})
+    if len(classes) < 2 and conf.objective != "homography":
+        raise ValueError(f"training needs at least two classes, got only {classes[0]!r}")
+    label_of = {c: i for i, c in enumerate(classes)}
+    maps, labels, owner, targets = [], [], [], []
+    if conf.objective == "inliers":
+        backbone, data_log = _inlier_data(photos, cache_dir, conf, backbone, backbone_name, backbone_weights,
+                                          maps, targets, progress, pyramid)
+        labels = [label_of[p.label] for p in photos]
+        owner = list(range(len(photos)))
+    else:
+        backbone, data_log = _augmented_data(photos, cache_dir, conf, backbone, backbone_name, backbone_weights,
+                                             maps, targets, labels, owner, label_of, progress)
     labels, owner = np.asarray(labels, np.int32), np.asarray(owner)
     train_photos, val_photos = split_photos(photos, conf.val_fraction, conf.seed)
     tr = np.flatnonzero(np.isin(owner, train_photos))
     va = np.flatnonzero(np.isin(owner, val_photos))
-    if need_targets:
-        allt = np.concatenate(targets)
-        log(f"survival targets: {np.mean(allt[allt >= 0] == 1):.3f} of {np.sum(allt >= 0)} cells survive")
+    if data_log:
+        log(data_log)
+    what = ("every pyramid cell with evidence" if conf.objective == "inliers"
+            else f"{conf.augment.copies} augmented copies each")
     log(f"{len(photos)} photos of {len(classes)} classes ({len(train_photos)} train, {len(val_photos)} validation), "
-        f"{conf.augment.copies} augmented copies each; feature maps ready in {time.perf_counter() - t0:.0f} s")
+        f"{what}; feature maps ready in {time.perf_counter() - t0:.0f} s")
+    lognorm = _lognorm_stats([maps[j] for j in tr]) if conf.norm_input else None
 
     rng = np.random.default_rng(np.random.SeedSequence([conf.seed, 1]))
-    model = _Model(tf, _init_params(rng, maps[0].shape[-1], len(classes)), conf)
+    model = _Model(tf, _init_params(rng, maps[0].shape[-1], len(classes), 1 if lognorm else 0), conf, lognorm)
     checkpoint = checkpoint or os.fspath(out) + ".ckpt.npz"
-    identity = _ckpt_identity(photos, conf, backbone_name)
+    identity = _ckpt_identity(photos, conf, backbone_name, pyramid)
     history: list[dict] = []
     start = 0
     if os.path.isfile(checkpoint):
@@ -336,9 +447,10 @@ def train_attention(
     bar.close()
 
     params = model.params()
-    bn_mean, bn_var = precise_bn(params, [maps[j] for j in tr])
+    bn_mean, bn_var = precise_bn(params, [maps[j] for j in tr], lognorm=lognorm)
     head = AttentionHead(params["conv1_w"], params["conv1_b"], params["bn_gamma"], params["bn_beta"],
-                         bn_mean, bn_var, params["conv2_w"], params["conv2_b"])
+                         bn_mean, bn_var, params["conv2_w"], params["conv2_b"],
+                         None if lognorm is None else np.asarray(lognorm, np.float32))
     head.save(out)
     if curve:
         write_curve(curve, history)
