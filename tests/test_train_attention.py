@@ -316,3 +316,27 @@ def test_inliers_objective_trains_and_is_deterministic(scenes, small_extractor, 
     np.testing.assert_array_equal(runs[0].conv1_w, runs[1].conv1_w)
     np.testing.assert_array_equal(runs[0].conv2_w, runs[1].conv2_w)
     assert runs[0].lognorm is not None
+
+
+def test_cli_trains_an_inliers_head(scenes, tmp_path, capsys):
+    """`delf train attention --objective inliers` end to end on four real
+    photos of two places (the default pyramid, few cells, two epochs)."""
+    from delf.attention import AttentionHead
+    from tools.cli import main
+
+    root = need_data("landmarks")
+    labels = tmp_path / "labels.csv"
+    picked = scenes[:2] + scenes[3:5]
+    labels.write_text("image,scene\n" + "".join(f"{p.name},{p.label}\n" for p in picked))
+    out = tmp_path / "head.npz"
+    args = ["train", "attention", "--objective", "inliers", "--images", str(root / "images"), "--labels",
+            str(labels), "--out", str(out), "--epochs", "2", "--cells", "600", "--partners", "1",
+            "--distractors", "1", "--val-fraction", "0", "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "verified inliers of same-label pairs" in printed and "accuracy" not in printed
+    head = AttentionHead.load(str(out))
+    assert head.in_channels == 112 and head.lognorm is not None
+    assert (tmp_path / "head.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(args[:-1] + ["--cells", "0", "--quiet"]) != 0
+    assert "--cells must be >= 1" in capsys.readouterr().err

@@ -436,7 +436,10 @@ def train_attention(
                "train_acc": float(np.average(accs, weights=sizes)), "val_loss": val_loss, "val_acc": val_acc,
                "seconds": time.perf_counter() - te}
         history.append(row)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{val_loss:.3f}", acc=f"{val_acc:.2f}")
+        if conf.objective not in ("labels", "both"):
+            # No classifier is trained: its accuracy means nothing (NaN, left out of the curve).
+            row["train_acc"] = row["val_acc"] = float("nan")
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{val_loss:.3f}", acc=f"{row['val_acc']:.2f}")
         state = model.state()
         state["identity"] = np.array(identity)
         state["history"] = np.array(json.dumps(history))
@@ -475,7 +478,8 @@ def write_curve(path: str, history: list[dict], width: int = 800, height: int = 
     def pt(e, v, vmax):
         return (int(left + pw * (e / max(xmax, 1))), int(top + ph * (1 - v / vmax)))
 
-    series.append(("val accuracy (x max loss)", [r["val_acc"] * ymax for r in history], (30, 150, 30)))
+    if any(np.isfinite(r["val_acc"]) for r in history):
+        series.append(("val accuracy (x max loss)", [r["val_acc"] * ymax for r in history], (30, 150, 30)))
     for k, (name, vals, colour) in enumerate(series):
         pts = [pt(e, v, ymax) for e, v in zip(epochs, vals) if np.isfinite(v)]
         for a, b in zip(pts, pts[1:]):
