@@ -62,14 +62,13 @@ def test_training_lowers_the_loss_and_writes_loadable_weights(handful, cache_dir
     assert len(losses) == 6
     assert losses[-1] < 0.7 * losses[0], losses
     head = AttentionHead.load(str(out))
-    # 112 normalised channels and the standardised log norm (norm_input, the default).
-    assert head.conv1_w.shape == (113, 512) and head.conv2_w.shape == (512, 1) and head.in_channels == 112
-    assert head.lognorm is not None and head.lognorm[1] > 0
+    # By default the head sees the 112 normalised channels only.
+    assert head.conv1_w.shape == (112, 512) and head.conv2_w.shape == (512, 1) and head.lognorm is None
     assert np.all(head.bn_var > 0)
     # The attention itself was trained, not only the classifier behind it.
     from delf.training.attention import _init_params
 
-    init = _init_params(np.random.default_rng(np.random.SeedSequence([3, 1])), 112, 3, 1)
+    init = _init_params(np.random.default_rng(np.random.SeedSequence([3, 1])), 112, 3)
     assert np.abs(head.conv2_w - init["conv2_w"]).max() > 1e-3
     assert np.abs(head.conv1_w - init["conv1_w"]).max() > 1e-3
     # The trained head scores a real photo through the extractor.
@@ -239,6 +238,9 @@ def test_head_without_norm_input_scores_direction_only(handful, cache_dir, small
         train(handful, out, cache_dir, small_extractor.backbone, epochs=1, norm_input=norm_input)
         heads[norm_input] = AttentionHead.load(str(out))
     assert heads[False].lognorm is None and heads[False].conv1_w.shape == (112, 512)
+    # With norm_input: one more input row, the standardised log norm, and its statistics stored.
+    assert heads[True].conv1_w.shape == (113, 512) and heads[True].in_channels == 112
+    assert heads[True].lognorm[1] > 0
     # Scaling every cell leaves a direction-only head's scores unchanged...
     np.testing.assert_allclose(heads[False](fmap * 3.0), heads[False](fmap), rtol=1e-4, atol=1e-5)
     # ...while a head that sees the norm changes them.
@@ -302,7 +304,8 @@ def test_inliers_objective_trains_and_is_deterministic(scenes, small_extractor, 
     from delf.training.attention import train_attention
     from delf.training.inliers import PairConf
 
-    conf = small_train_conf(objective="inliers", epochs=5, batch_size=2, pairs=PairConf(cells=500, min_inliers=8))
+    conf = small_train_conf(objective="inliers", epochs=5, batch_size=2, norm_input=True,
+                            pairs=PairConf(cells=500, min_inliers=8))
     runs = []
     for k in range(2):
         out = tmp_path / f"i{k}.npz"
@@ -331,7 +334,7 @@ def test_cli_trains_an_inliers_head(scenes, tmp_path, capsys):
     out = tmp_path / "head.npz"
     args = ["train", "attention", "--objective", "inliers", "--images", str(root / "images"), "--labels",
             str(labels), "--out", str(out), "--epochs", "2", "--cells", "600", "--partners", "1",
-            "--distractors", "1", "--val-fraction", "0", "--quiet"]
+            "--distractors", "1", "--val-fraction", "0", "--norm-input", "--quiet"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "verified inliers of same-label pairs" in printed and "accuracy" not in printed

@@ -50,8 +50,9 @@ def register(sub) -> None:
     a.add_argument("--cells", type=int, default=4000,
                    help="inliers: candidate cells per photo, strongest by norm plus a random quarter of the rest "
                         "(default: %(default)s)")
-    a.add_argument("--no-norm-input", dest="norm_input", action="store_false",
-                   help="the head sees only each cell's direction, not its log feature norm (default: it sees both)")
+    a.add_argument("--norm-input", action="store_true",
+                   help="the head also sees each cell's log feature norm, not only its direction (default: direction "
+                        "only)")
     a.add_argument("--val-fraction", type=float, default=0.15, help="photos per class held out (default: %(default)s)")
     a.add_argument("--backbone", default="lite0", choices=["lite0", "resnet50"], help="(default: lite0)")
     a.add_argument("--weights", help="backbone weights (as for delf extract)")

@@ -50,8 +50,8 @@ class TrainConf:
     objective: str = "labels"
     match_px: float = 12.0
     # The head also sees each cell's log feature norm (standardised), not
-    # only its direction: DELF's attention sees the raw features.
-    norm_input: bool = True
+    # only its direction, as DELF's attention sees the raw features.
+    norm_input: bool = False
     augment: AugmentConf = field(default_factory=AugmentConf)
     pairs: PairConf = field(default_factory=PairConf)
 
