@@ -137,6 +137,22 @@ class Extractor:
         h0, w0 = rgb.shape[:2]
         return self.features_from_maps(self.feature_maps(rgb), (w0, h0))
 
+    def _cell_centres(self, lw: int, lh: int, fw: int, fh: int, w0: int, h0: int):
+        """(x per column, y per row) in photo pixels of the cells of a level
+        of size lw x lh whose map is fw x fh, for a photo of w0 x h0."""
+        xs, ys = self.backbone.grid(lh, lw)
+        if len(xs) != fw or len(ys) != fh:
+            raise RuntimeError(
+                f"receptive-field geometry gives a {len(ys)}x{len(xs)} map for a {lh}x{lw} input, "
+                f"the network gave {fh}x{fw}"
+            )
+        # Level pixel centres -> original pixel centres (both at integer
+        # coordinates). Border cells can look slightly outside the photo;
+        # a keypoint is kept on it.
+        gx = np.clip((xs + 0.5) * (w0 / lw) - 0.5, 0, w0 - 1)
+        gy = np.clip((ys + 0.5) * (h0 / lh) - 0.5, 0, h0 - 1)
+        return gx, gy
+
     def features_from_maps(self, levels, image_size) -> Features:
         """Features of one photo from its pyramid's raw feature maps (as
         ``feature_maps`` gives them) and its size (width, height): scoring,
@@ -149,17 +165,7 @@ class Extractor:
             fmap = np.asarray(fmap, dtype=np.float32)
             fh, fw, c = fmap.shape
             s = self._score(fmap, rng).reshape(-1)
-            xs, ys = self.backbone.grid(lh, lw)
-            if len(xs) != fw or len(ys) != fh:
-                raise RuntimeError(
-                    f"receptive-field geometry gives a {len(ys)}x{len(xs)} map for a {lh}x{lw} input, "
-                    f"the network gave {fh}x{fw}"
-                )
-            # Level pixel centres -> original pixel centres (both at integer
-            # coordinates). Border cells can look slightly outside the photo;
-            # a keypoint is kept on it.
-            gx = np.clip((xs + 0.5) * (w0 / lw) - 0.5, 0, w0 - 1)
-            gy = np.clip((ys + 0.5) * (h0 / lh) - 0.5, 0, h0 - 1)
+            gx, gy = self._cell_centres(lw, lh, fw, fh, w0, h0)
             keep = np.arange(fh * fw)
             if conf.abs_threshold is not None:
                 keep = keep[s[keep] >= conf.abs_threshold]
@@ -193,13 +199,7 @@ class Extractor:
         for scale, lw, lh, fmap in levels:
             fmap = np.asarray(fmap, dtype=np.float32)
             fh, fw, c = fmap.shape
-            xs, ys = self.backbone.grid(lh, lw)
-            if len(xs) != fw or len(ys) != fh:
-                raise RuntimeError(f"receptive-field geometry gives a {len(ys)}x{len(xs)} map for a {lh}x{lw} "
-                                   f"input, the network gave {fh}x{fw}")
-            gx = np.clip((xs + 0.5) * (w0 / lw) - 0.5, 0, w0 - 1)
-            gy = np.clip((ys + 0.5) * (h0 / lh) - 0.5, 0, h0 - 1)
-            gxx, gyy = np.meshgrid(gx, gy)
+            gxx, gyy = np.meshgrid(*self._cell_centres(lw, lh, fw, fh, w0, h0))
             feats.append(fmap.reshape(-1, c))
             locs.append(np.stack([gxx.reshape(-1), gyy.reshape(-1)], axis=1).astype(np.float32))
             scales.append(np.full(fh * fw, scale, np.float32))

@@ -343,3 +343,21 @@ def test_cli_trains_an_inliers_head(scenes, tmp_path, capsys):
     assert (tmp_path / "head.png").read_bytes()[:4] == b"\x89PNG"
     assert main(args[:-1] + ["--cells", "0", "--quiet"]) != 0
     assert "--cells must be >= 1" in capsys.readouterr().err
+
+
+def test_cells_are_every_keypoint_the_extractor_can_keep(small_extractor):
+    """cells_from_maps gives every cell with the location, raw vector and
+    scale that features_from_maps gives the cells it keeps."""
+    ex = small_extractor.with_pyramid()
+    ex.conf = ex.conf.replace(max_features=100_000)
+    rgb = ex.load(str(SAMPLES / "lund_03.jpg"))
+    levels = ex.feature_maps(rgb)
+    size = (rgb.shape[1], rgb.shape[0])
+    raw, locs, scales = ex.cells_from_maps(levels, size)
+    assert len(raw) == sum(m.shape[0] * m.shape[1] for *_, m in levels)
+    feats = ex.features_from_maps(levels, size)
+    assert len(feats.locations) == len(locs)
+    order = np.lexsort((locs[:, 1], locs[:, 0], scales))
+    forder = np.lexsort((feats.locations[:, 1], feats.locations[:, 0], feats.scales))
+    np.testing.assert_allclose(locs[order], feats.locations[forder], atol=1e-3)
+    np.testing.assert_allclose(ex.describe(raw[order]), feats.descriptors[forder], atol=1e-5)
