@@ -30,7 +30,7 @@ def landmark_features():
     by_scene: dict[str, list[str]] = {}
     for r in rows:
         by_scene.setdefault(r["scene"], []).append(r["image"])
-    chosen = {s: sorted(by_scene[s])[:5] for s in ("fountain", "entry", "sceaux", "lund")}
+    chosen = {s: sorted(by_scene[s])[:5] for s in ("castle", "herzjesu", "sceaux", "lund")}
     sift = cv2.SIFT_create(nfeatures=400)
     proj = np.linalg.qr(np.random.default_rng(0).standard_normal((128, DIM)))[0].astype(np.float32)
     feats, scene_of = {}, {}

@@ -38,9 +38,6 @@ MAX_FALSE_ACCEPT_RATE = 0.01
 USE = ("log_inliers", "spread")
 
 
-STRECHA_COURTYARD = ("entry", "fountain", "castle")
-
-
 @dataclass
 class LabelledPhoto:
     path: str
@@ -55,11 +52,6 @@ def shared_data_photos(data: str) -> list[LabelledPhoto]:
     for sub, col in (("landmarks", "scene"), ("ukbench", "object")):
         photos = labelled_folder(os.path.join(data, sub), os.path.join(data, sub, "labels.csv"), prefix=sub,
                                  column=col)
-        for p in photos:
-            # Strecha's entry-P10, fountain-P11 and castle-P19/P30 were taken in one courtyard and share
-            # walls (up to 246 affine inliers between their photos): one place for calibration.
-            if sub == "landmarks" and p.label in STRECHA_COURTYARD:
-                p.label = "strecha-courtyard"
         out += photos
     wx = os.path.join(data, "wxbs")
     if not os.path.isdir(wx):

@@ -11,13 +11,6 @@ from math import comb
 DEFAULT_OUT = os.path.join("out", "evaluate", "collection")
 # Folders of ../shared/data used together, and the column of their labels.csv naming the place.
 SETS = (("landmarks", "scene"), ("ukbench", "object"))
-# labels.csv names Strecha's entry-P10, fountain-P11 and castle-P19/P30 as three scenes, but they
-# are one place, the courtyard of Ettlingen castle: the entry photos show the castle's main
-# facade (hundreds of affine inliers against castle photos) and the fountain stands in front of
-# it. The calibration counts them as one place (tools.calibrate.STRECHA_COURTYARD), and so do the
-# scores here; "labels_csv" in the results scores the labels exactly as given.
-PLACES = {"landmarks:entry": "landmarks:strecha-courtyard", "landmarks:fountain": "landmarks:strecha-courtyard",
-          "landmarks:castle": "landmarks:strecha-courtyard"}
 
 
 def register(ev) -> None:
@@ -113,11 +106,7 @@ def evaluate_collection(data: str, out: str, conf=None, extractor_conf=None, wor
 
     with open(os.path.join(out, "graph.json")) as f:
         graph = json.load(f)
-    res = score(graph, {k: PLACES.get(v, v) for k, v in labels.items()})
-    raw = score(graph, labels)
-    res["labels_csv"] = {k: raw[k] for k in ("pair_precision", "pair_recall", "ari", "group_pair_precision",
-                                             "group_pair_recall", "labels", "wrong_edges")}
-    res["merged_labels"] = PLACES
+    res = score(graph, labels)
     res.update({
         "photos": rep.photos, "unusable": len(rep.failed),
         "photos_per_minute": round(rep.photos / (seconds / 60.0), 2),
@@ -144,9 +133,6 @@ def run(args) -> int:
     print(f"pair_precision {res['pair_precision']:.4f}  pair_recall {res['pair_recall']:.4f}  ari {res['ari']:.4f}  "
           f"groups {res['groups']} (+{res['singletons']} single photos, {res['labels']} labels)  "
           f"threshold {res['threshold']:g}")
-    raw = res["labels_csv"]
-    print(f"(labels.csv as given, courtyard as three scenes: pair_precision {raw['pair_precision']:.4f}  "
-          f"pair_recall {raw['pair_recall']:.4f}  ari {raw['ari']:.4f})")
     print(f"pairs verified {res['pairs_verified']} of {res['pairs_total']} ({100 * res['pairs_verified_fraction']:.1f}%)"
           f"  {res['photos_per_minute']:.1f} photos/minute{' (resumed run: not a from-scratch time)' if res['resumed'] else ''}")
     if args.json:
