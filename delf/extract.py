@@ -37,12 +37,15 @@ def extract_to_h5(
     float16: bool = False,
     progress: bool = True,
     extractor=None,
+    compute=None,
+    desc: str = "extract",
 ) -> ExtractReport:
     """Extract every photo of ``inputs`` (files, folders, .txt lists) into ``out``.
 
     Photos already in ``out`` are skipped, so an interrupted run resumes. Bad
-    photos are reported at the end and never stop the batch.
-    """
+    photos are reported at the end and never stop the batch. ``compute(path,
+    name) -> Features`` replaces ``extractor.extract(path)`` (e.g. features
+    rebuilt from cached feature maps); ``extractor`` still names the conf."""
     from tqdm import tqdm
 
     from .extractor import make_extractor
@@ -60,10 +63,11 @@ def extract_to_h5(
                 report.skipped.append(name)
             else:
                 todo.append((path, name))
-        bar = tqdm(todo, desc="extract", unit="photo", disable=not progress, dynamic_ncols=True)
+        compute = compute or (lambda path, name: extractor.extract(path))
+        bar = tqdm(todo, desc=desc, unit="photo", disable=not progress, dynamic_ncols=True)
         for path, name in bar:
             try:
-                feats = extractor.extract(path)
+                feats = compute(path, name)
             except (ImageError, FileNotFoundError) as exc:
                 report.failed.append((path, getattr(exc, "problem", None) or str(exc)))
                 continue

@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import os
 
-import cv2
 import numpy as np
 
 from .conf import ExtractorConf
 from .features import Features
-from .image import as_rgb, load_image
-from .pca import PCA, file_sha256, l2_normalise
+from .image import as_rgb, load_image, resize
+from common.files import sha256_file
+
+from .pca import PCA, l2_normalise
 
 # Pyramid levels whose short side falls below this give a map of one or two
 # cells: not worth a forward pass.
@@ -25,14 +26,6 @@ MIN_LEVEL_SIDE = 16
 
 def default_pca_path(backbone: str) -> str:
     return os.path.join(os.path.dirname(__file__), "data", f"pca_{backbone}.npz")
-
-
-def resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    if (w, h) == (width, height):
-        return rgb
-    interp = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (width, height), interpolation=interp)
 
 
 def level_sizes(width: int, height: int, conf: ExtractorConf) -> list[tuple[float, int, int]]:
@@ -93,7 +86,7 @@ class Extractor:
     def resolved_conf(self) -> dict:
         """The conf as written into artefacts, with what identifies the PCA."""
         d = self.conf.to_dict()
-        d["pca_sha256"] = file_sha256(self.pca_path) if self.pca_path else None
+        d["pca_sha256"] = sha256_file(self.pca_path, 16) if self.pca_path else None
         d["descriptor_dim"] = self.descriptor_dim
         if self.head is not None:
             path = self.conf.attention_weights
@@ -101,7 +94,7 @@ class Extractor:
                 from .attention import default_head_path
 
                 path = default_head_path(self.conf.backbone)
-            d["attention_sha256"] = file_sha256(path)
+            d["attention_sha256"] = sha256_file(path, 16)
         return d
 
     def load(self, image, name: str | None = None) -> np.ndarray:

@@ -9,13 +9,26 @@ import warnings
 
 import numpy as np
 
+from common.labels import IMAGE_SUFFIXES
+
 # A photo larger than this is refused before it is decoded: a few kilobytes of
 # PNG or GIF can claim gigapixels (a decompression bomb).
 MAX_PIXELS = 100_000_000
 # Smaller than one feature-map cell at the finest pyramid level is useless.
 MIN_SIDE = 32
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
+
+
+def resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``rgb`` at ``width`` x ``height`` (area averaging when shrinking)."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    if (w, h) == (width, height):
+        return rgb
+    interp = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (width, height), interpolation=interp)
 
 
 class ImageError(ValueError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ class PCA:
         return buf.getvalue()
 
     def save(self, path: str) -> None:
-        from .atomic import atomic_write_bytes
+        from common.files import atomic_write_bytes
 
         atomic_write_bytes(path, self.to_bytes())
 
@@ -88,11 +87,3 @@ class PCA:
             if isinstance(exc, ValueError) and "format version" in str(exc):
                 raise
             raise ValueError(f"{path}: not a PCA file of this engine ({exc})") from exc
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]

@@ -17,10 +17,12 @@ import os
 import numpy as np
 
 from .conf import ExtractorConf
-from .extractor import resize
+from .image import resize
 from .features import Features
 from .image import as_rgb, load_image
-from .pca import PCA, file_sha256, l2_normalise
+from common.files import sha256_file
+
+from .pca import PCA, l2_normalise
 
 INPUTS = ("input_image", "input_scales", "input_max_feature_num", "input_abs_thres")
 OUTPUTS = ("boxes", "features", "scales", "scores")
@@ -56,7 +58,7 @@ class SavedModelExtractor:
 
     def resolved_conf(self) -> dict:
         d = self.conf.to_dict()
-        d["pca_sha256"] = file_sha256(self.pca_path) if self.pca_path else None
+        d["pca_sha256"] = sha256_file(self.pca_path, 16) if self.pca_path else None
         d["descriptor_dim"] = self.conf.pca_dim if self.pca is not None else self.descriptor_dim
         return d
 

@@ -11,11 +11,11 @@ Importing this package is cheap and never imports TensorFlow.
 from .candidates import Candidates
 from .search import Index, SearchConf, open_index
 from .store import FORMAT_VERSION, IndexFileError, IndexLockedError
-from .writer import (IndexConf, add_to_index, build_index, build_index_from_features, compact_index,
+from .writer import (IndexConf, add_features_to_index, add_to_index, build_index, build_index_from_features, compact_index,
                      index_info, remove_from_index)
 
 __all__ = [
     "Candidates", "FORMAT_VERSION", "Index", "IndexConf", "IndexFileError", "IndexLockedError", "SearchConf",
-    "add_to_index", "build_index", "build_index_from_features", "compact_index", "index_info", "open_index",
+    "add_features_to_index", "add_to_index", "build_index", "build_index_from_features", "compact_index", "index_info", "open_index",
     "remove_from_index",
 ]

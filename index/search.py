@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import os
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.conf import DictConf
 from delf.conf import describe_mismatch
 
 from . import store
@@ -27,14 +27,17 @@ _CUTOFF_RAMP = 0.1
 
 
 @dataclass(frozen=True)
-class SearchConf:
+class SearchConf(DictConf):
     """How a query is searched; nothing here is stored in the index."""
 
     k: int = 20  # nearest database descriptors per query descriptor
     # Annoy nodes inspected per query descriptor and segment (Annoy's search_k).
     # Annoy's own default (n_trees * k) is far too shallow for 40-D local
-    # descriptors; README, `delf bench index`, has the measurements behind this.
-    search_k: int = 2000
+    # descriptors. 1000: verification re-ranks the top 100 anyway; on the 268
+    # non-Oxford calibration photos (leave-one-out, 269k descriptors) search_k
+    # 2000 / 1000 / 700 gave the same top-1 accuracy (0.896 / 0.896 / 0.899) at
+    # 396 / 257 / 219 ms per query (docs/results.md, "Search").
+    search_k: int = 1000
     top_n: int = 100  # candidate photos returned (at most; photos without a counted match never are)
     # "auto": exact for segments below exact_below live descriptors, Annoy above.
     mode: str = "auto"
@@ -65,20 +68,6 @@ class SearchConf:
         if int(self.exact_below) < 0 or int(self.threads) < 0:
             raise ValueError("exact_below and threads must be >= 0")
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "SearchConf":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown search conf keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes) -> "SearchConf":
-        return dataclasses.replace(self, **changes)
 
     @property
     def n_threads(self) -> int:

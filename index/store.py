@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -39,12 +38,13 @@ import time
 
 import numpy as np
 
+from common.files import TMP_PREFIX, atomic_write_bytes, fsync_dir, fsync_file, sha256_file
+
 FORMAT = "delf-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOCK = "LOCK"
 SEGMENT_PREFIX = "seg-"
-TMP_PREFIX = ".tmp-"
 
 ANNOY_FILE = "annoy.ann"
 # name -> (dtype, trailing shape: "D" = descriptor dim); rows are N (desc_*) or P (photo_*).
@@ -69,51 +69,6 @@ class IndexFileError(ValueError):
 
 class IndexLockedError(ValueError):
     """Another writer holds the index."""
-
-
-# ---------------------------------------------------------------- atomic files
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Temporary file, fsync, rename, fsync the directory: a reader sees the old
-    or the new content, and a power cut after return keeps the new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f"{TMP_PREFIX}{os.path.basename(path)}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    fsync_dir(directory)
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- manifest
@@ -181,7 +136,7 @@ def read_manifest(index_dir: str) -> dict:
 
 def write_manifest(index_dir: str, manifest: dict) -> None:
     data = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
-    atomic_write(manifest_path(index_dir), data)
+    atomic_write_bytes(manifest_path(index_dir), data, durable=True)
 
 
 def manifest_stamp(index_dir: str):

@@ -8,12 +8,12 @@ A writer killed at any point therefore leaves the last committed state.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from common.conf import DictConf
 from delf.conf import describe_mismatch
 from delf.featio import FeatureFile, FeatureFileError
 
@@ -22,7 +22,7 @@ from .store import IndexFileError, WriterLock
 
 
 @dataclass(frozen=True)
-class IndexConf:
+class IndexConf(DictConf):
     """How segments are built; recorded in the manifest and reused by add and compact."""
 
     # Annoy trees per segment. On 1M 40-D descriptors, 128 trees at search_k
@@ -39,20 +39,6 @@ class IndexConf:
         if float(self.lock_timeout) < 0:
             raise ValueError(f"lock_timeout must be >= 0, got {self.lock_timeout}")
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "IndexConf":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown index conf keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes) -> "IndexConf":
-        return dataclasses.replace(self, **changes)
 
 
 # Stored in the manifest: only what decides the segments' content.
@@ -133,6 +119,16 @@ class _Batch:
         self.counts.append(len(feats))
         self.descriptors.append(desc)
         self.xy.append(feats.locations)
+
+    def add_items(self, items, extractor_conf: dict, expect_dim: int | None, where: str) -> None:
+        """(name, Features) pairs made with ``extractor_conf``, each name once."""
+        self.conf = extractor_conf
+        seen = set()
+        for name, feats in items:
+            if name in seen:
+                raise ValueError(f"photo {name!r} given twice; {where} is unchanged")
+            seen.add(name)
+            self.add(name, feats, expect_dim, f"photo {name!r}", where)
 
     def write_segment(self, index_dir: str, manifest: dict, conf: IndexConf) -> dict:
         dim = manifest["dim"]
@@ -222,13 +218,7 @@ def build_index_from_features(index_dir: str | os.PathLike, items, extractor_con
     extractor_conf = extractor_conf.to_dict() if hasattr(extractor_conf, "to_dict") else dict(extractor_conf)
 
     def fill(batch: _Batch, where: str) -> None:
-        batch.conf = extractor_conf
-        seen = set()
-        for name, feats in items:
-            if name in seen:
-                raise ValueError(f"photo {name!r} given twice")
-            seen.add(name)
-            batch.add(name, feats, None, f"photo {name!r}", where)
+        batch.add_items(items, extractor_conf, None, where)
 
     return _build(os.fspath(index_dir), fill, conf, overwrite, "the given features")
 
@@ -270,31 +260,59 @@ def add_to_index(index_dir: str | os.PathLike, feature_file: str | os.PathLike,
     are not touched. Refuses features made with another extractor conf, and
     photos already in the index unless ``skip_existing`` (then only the new
     ones are added; none new: nothing changes). Returns ``index_info``."""
-    index_dir = os.fspath(index_dir)
     feature_file = os.fspath(feature_file)
-    _require_index(index_dir)
     if not os.path.isfile(feature_file):
+        _require_index(os.fspath(index_dir))
         raise FileNotFoundError(f"{feature_file}: no such features file")
+
+    def fill(batch: _Batch, manifest: dict, live: dict, where: str) -> bool:
+        if skip_existing:
+            with FeatureFile(feature_file) as ff:
+                if all(n in live for n in ff.names):
+                    return False
+        batch.read(feature_file, manifest["extractor_conf"], manifest["dim"], where,
+                   skip=live.keys() if skip_existing else frozenset())
+        return True
+
+    return _add(index_dir, fill, conf, feature_file, "--skip-existing")
+
+
+def add_features_to_index(index_dir: str | os.PathLike, items, extractor_conf: dict,
+                          conf: IndexConf | None = None) -> dict:
+    """Like ``add_to_index`` from ``(name, Features)`` pairs already in memory,
+    made with ``extractor_conf`` (refused unless it is the index's)."""
+    extractor_conf = extractor_conf.to_dict() if hasattr(extractor_conf, "to_dict") else dict(extractor_conf)
+    items = list(items)
+
+    def fill(batch: _Batch, manifest: dict, live: dict, where: str) -> bool:
+        diff = describe_mismatch(manifest["extractor_conf"], extractor_conf)
+        if diff:
+            raise ValueError(f"the photos were extracted with a different extractor conf than {where} ({diff})")
+        batch.add_items(items, extractor_conf, manifest["dim"], where)
+        return bool(items)
+
+    return _add(index_dir, fill, conf, "the given photos", "skip them")
+
+
+def _add(index_dir, fill, conf: IndexConf | None, source: str, skip_hint: str) -> dict:
+    """One new segment with what ``fill(batch, manifest, live_names, where)`` reads (False: nothing to add)."""
+    index_dir = os.fspath(index_dir)
+    _require_index(index_dir)
     local = conf or IndexConf()
     with WriterLock(index_dir, local.lock_timeout):
         manifest = store.read_manifest(index_dir)
         store.sweep(index_dir, manifest)
         conf = _effective_conf(manifest, conf)
         live = _live_names(index_dir, manifest)
-        if skip_existing:
-            with FeatureFile(feature_file) as ff:
-                names = ff.names
-            if all(n in live for n in names):
-                return index_info(index_dir)
         batch = _Batch()
-        batch.read(feature_file, manifest["extractor_conf"], manifest["dim"], index_dir,
-                   skip=live.keys() if skip_existing else frozenset())
+        if not fill(batch, manifest, live, index_dir) or not batch.names:
+            return index_info(index_dir)
         dup = [n for n in batch.names if n in live]
         if dup:
             raise ValueError(
-                f"{feature_file}: {len(dup)} photo(s) already in {index_dir} ({', '.join(dup[:5])}"
+                f"{source}: {len(dup)} photo(s) already in {index_dir} ({', '.join(dup[:5])}"
                 f"{', ...' if len(dup) > 5 else ''}); remove them first with `delf index remove`, "
-                f"or skip them with --skip-existing"
+                f"or {skip_hint}"
             )
         manifest["segments"].append(batch.write_segment(index_dir, manifest, conf))
         _commit(index_dir, manifest)

@@ -1,11 +1,6 @@
-"""`delf bench extract`: seconds per photo of the full extractor and of the bare
-backbone forward passes over the same pyramids, in the same run."""
+"""`delf bench extract`: command line of evaluation.bench_extract."""
 
 from __future__ import annotations
-
-import time
-
-import numpy as np
 
 from .confargs import add_conf_args, conf_from_args
 
@@ -26,60 +21,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from delf.extractor import Extractor
-    from delf.image import list_images, load_image
+    from common.files import write_json
+    from evaluation.bench_extract import bench_extract, format_table
 
-    from .common import write_json
-
-    conf = conf_from_args(args)
-    items = list_images([args.data])[: args.limit]
-    if not items:
-        raise ValueError(f"{args.data}: no photos")
-    ex = Extractor(conf)
-    variants = []
-    for text in (args.compare_scales or "").split(";"):
-        if text.strip():
-            variants.append((ex.with_pyramid(scales=tuple(float(v) for v in text.split(","))), []))
-    ex.extract(items[0][0])  # warm-up: traces the network once
-    full, bare = [], []
-    for path, _ in items:
-        for other, times in variants:
-            t = time.perf_counter()
-            other.extract(path)
-            times.append(time.perf_counter() - t)
-        tf_ = []
-        for _ in range(max(1, args.repeats)):
-            t = time.perf_counter()
-            ex.extract(path)
-            tf_.append(time.perf_counter() - t)
-        levels = [lvl for _, lvl in ex.pyramid(load_image(path))]
-        tb = []
-        for _ in range(max(1, args.repeats)):
-            t = time.perf_counter()
-            for lvl in levels:
-                ex.backbone(lvl)
-            tb.append(time.perf_counter() - t)
-        full.append(min(tf_))
-        bare.append(min(tb))
-    full_s, bare_s = float(np.mean(full)), float(np.mean(bare))
-    result = {
-        "photos": len(items),
-        "scales": list(conf.scales),
-        "seconds_per_image": full_s,
-        "backbone_seconds_per_image": bare_s,
-        "overhead_fraction": 1.0 - bare_s / full_s,
-        "conf": conf.to_dict(),
-        "variants": [
-            {"scales": list(o.conf.scales), "seconds_per_image": float(np.mean(t)),
-             "time_vs_main": float(np.mean(t)) / full_s}
-            for o, t in variants
-        ],
-    }
-    print(f"{len(items)} photos, scales {','.join(map(str, conf.scales))}: {full_s:.3f} s/photo full, "
-          f"{bare_s:.3f} s/photo backbone only, overhead {result['overhead_fraction']:.1%}")
-    for v in result["variants"]:
-        print(f"  scales {','.join(map(str, v['scales']))}: {v['seconds_per_image']:.3f} s/photo "
-              f"({v['time_vs_main']:.2f} x the main pyramid, same run)")
+    compare = [tuple(float(v) for v in text.split(","))
+               for text in (args.compare_scales or "").split(";") if text.strip()]
+    result = bench_extract(args.data, conf_from_args(args), limit=args.limit, repeats=args.repeats,
+                           compare_scales=compare)
+    print(format_table(result))
     if args.json:
         write_json(args.json, result)
     return 0

@@ -45,13 +45,10 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    from delf.extract import extract_to_h5
-    from verify.rerank import RerankConf
-
-    from .calibrate import collect, fit, labelled_folder, shared_data_photos
-    from .cli import UserError
-    from .common import write_json
-    from .searching import SearchSettings
+    from common.errors import UserError
+    from common.files import write_json
+    from common.labels import labelled_photos
+    from engine.calibration import calibrate, shared_data_photos
 
     if len(args.images) != len(args.labels):
         raise UserError("give one --labels CSV per --images folder")
@@ -59,29 +56,14 @@ def run(args) -> int:
         raise UserError("nothing to calibrate on: give --data DIR or --images DIR --labels CSV")
     photos = shared_data_photos(args.data) if args.data else []
     for i, (folder, labels) in enumerate(zip(args.images, args.labels)):
-        photos += labelled_folder(folder, labels, prefix=f"set{i}" if len(args.images) > 1 or args.data else "")
-    if len({p.name for p in photos}) != len(photos):
-        raise UserError("two labelled photos share a name; give distinct folders")
+        photos += labelled_photos(folder, labels, prefix=f"set{i}" if len(args.images) > 1 or args.data else "")
     work = args.work or os.path.join(os.path.dirname(os.path.abspath(args.out)), "calibration-work")
-    os.makedirs(work, exist_ok=True)
-    feats = os.path.join(work, "features.h5")
-    report = extract_to_h5([(p.path, p.name) for p in photos], feats, conf_from_args(args),
-                           progress=not args.quiet)
-    if report.failed:
-        print(report.summary(), file=sys.stderr)
-        bad = {os.fspath(path) for path, _ in report.failed}
-        photos = [p for p in photos if p.path not in bad]
-    print(f"{len(photos)} labelled photos, {len({p.label for p in photos})} labels")
-    settings = SearchSettings(rerank=RerankConf(verify_top=args.candidates))
-    data = collect(photos, feats, work, settings, progress=not args.quiet)
-    fitted_on = {
-        "photos": len(photos), "labels": len({p.label for p in photos}),
-        "sources": ([os.path.abspath(args.data)] if args.data else []) + [os.path.abspath(d) for d in args.images],
-        "candidates": args.candidates, "command": "delf calibrate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "",
-    }
-    cal, rep = fit(data, min_inliers=args.min_inliers, fitted_on=fitted_on, threshold=args.threshold,
-                   max_false_accept_rate=args.max_false_accept_rate)
-    cal.save(args.out)
+    sources = ([os.path.abspath(args.data)] if args.data else []) + [os.path.abspath(d) for d in args.images]
+    command = "delf calibrate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    cal, rep = calibrate(photos, args.out, work, conf_from_args(args), candidates=args.candidates,
+                         min_inliers=args.min_inliers, threshold=args.threshold,
+                         max_false_accept_rate=args.max_false_accept_rate, sources=sources, command=command,
+                         progress=not args.quiet, log=print)
     if args.report:
         write_json(args.report, rep)
     print(json.dumps({k: v for k, v in rep.items() if k != "reliability"}, indent=1))

@@ -26,7 +26,7 @@ def register(sub) -> None:
 
 def add_collection_args(p) -> None:
     """Options shared with `delf evaluate collection`."""
-    from .collection import REFINES, CollectionConf
+    from engine.collection import REFINES, CollectionConf
 
     d = CollectionConf()
     p.add_argument("--work", help="working files: features, index, per-photo results (default: OUT_DIR/work)")
@@ -46,7 +46,7 @@ def add_collection_args(p) -> None:
 
 
 def collection_conf_from_args(args):
-    from .collection import CollectionConf
+    from engine.collection import CollectionConf
 
     return CollectionConf(verify_top=args.verify_top, threshold=args.threshold, refine=args.refine)
 
@@ -77,7 +77,7 @@ def dask_client(args):
 def run(args) -> int:
     from verify.confidence import Calibration
 
-    from .collection import run_collection
+    from engine.collection import run_collection
 
     cal = Calibration.load(args.calibration) if args.calibration else None
     with dask_client(args) as client:

@@ -39,8 +39,7 @@ def register(sub) -> None:
     _common(j)
     j.set_defaults(func=run_reject)
 
-    from .eval_collection import register as register_collection
-    register_collection(ev)
+    _register_collection(ev)
 
 
 def _common(p) -> None:
@@ -68,12 +67,16 @@ def _print(res: dict) -> None:
 
 
 def run_roxford(args) -> int:
-    from .common import write_json
-    from .evaluate import evaluate_roxford
+    from common.files import write_json
+    from evaluation.roxford import evaluate_roxford
+    from evaluation.sift import evaluate_roxford_sift
 
-    res = evaluate_roxford(args.data, args.work, conf_from_args(args), method=args.method,
-                           verify_top=args.candidates, skimage_queries=args.skimage_queries,
-                           db_features=args.db_features, threshold=args.threshold, progress=not args.quiet)
+    if args.method == "sift":
+        res = evaluate_roxford_sift(args.data, args.work, progress=not args.quiet)
+    else:
+        res = evaluate_roxford(args.data, args.work, conf_from_args(args), verify_top=args.candidates,
+                               skimage_queries=args.skimage_queries, db_features=args.db_features,
+                               threshold=args.threshold, progress=not args.quiet)
     _print(res)
     if args.json:
         write_json(args.json, res)
@@ -81,14 +84,53 @@ def run_roxford(args) -> int:
 
 
 def run_reject(args) -> int:
-    from .common import write_json
-    from .evaluate import evaluate_reject
+    from common.files import write_json
+    from evaluation.reject import evaluate_reject
 
     res = evaluate_reject(args.data, args.work, conf_from_args(args), verify_top=args.candidates,
                           threshold=args.threshold, db_features=args.db_features, progress=not args.quiet)
     print(f"false accepts: {res['false_accepts']} of {res['not_a_match_queries']} not-a-match queries "
           f"(highest confidence {res['max_not_a_match_confidence']}); true-accept rate {res['true_accept_rate']:.3f}; "
           f"GAP {res['gap']:.4f}; threshold {res['threshold']:g}")
+    if args.json:
+        write_json(args.json, res)
+    return 0
+
+
+def _register_collection(ev) -> None:
+    from .cmd_collection import add_collection_args
+
+    p = ev.add_parser(
+        "collection", help="batch matching of landmarks/ + ukbench/ (202 photos): pair precision/recall, ARI, speed",
+        description="Runs `delf collection` on landmarks/images and ukbench/images together and scores the "
+                    "confident edges (pair_precision, pair_recall against same-label pairs) and the groups "
+                    "(adjusted Rand index against the labels; group-pair precision/recall), with the throughput "
+                    "of the whole run (photos_per_minute: honest only for a run from scratch, see 'resumed') and "
+                    "the share of pairs verified.",
+    )
+    p.add_argument("--data", required=True, help="folder with landmarks/ and ukbench/ (each with images/ and labels.csv)")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--out", default=os.path.join("out", "evaluate", "collection"), help="output folder of the collection run (default: %(default)s)")
+    add_collection_args(p)
+    p.set_defaults(func=run_collection)
+
+
+def run_collection(args) -> int:
+    from common.files import write_json
+    from evaluation.collection import evaluate_collection
+    from verify.confidence import Calibration
+
+    from .cmd_collection import collection_conf_from_args, dask_client
+
+    cal = Calibration.load(args.calibration) if args.calibration else None
+    with dask_client(args) as client:
+        res = evaluate_collection(args.data, args.out, collection_conf_from_args(args), conf_from_args(args),
+                                  work=args.work, client=client, calibration=cal, progress=not args.quiet)
+    print(f"pair_precision {res['pair_precision']:.4f}  pair_recall {res['pair_recall']:.4f}  ari {res['ari']:.4f}  "
+          f"groups {res['groups']} (+{res['singletons']} single photos, {res['labels']} labels)  "
+          f"threshold {res['threshold']:g}")
+    print(f"pairs verified {res['pairs_verified']} of {res['pairs_total']} ({100 * res['pairs_verified_fraction']:.1f}%)"
+          f"  {res['photos_per_minute']:.1f} photos/minute{' (resumed run: not a from-scratch time)' if res['resumed'] else ''}")
     if args.json:
         write_json(args.json, res)
     return 0

@@ -126,7 +126,7 @@ def run_info(args) -> int:
     if args.check:
         print("check        every file matches its SHA-256 in the manifest")
     if args.json_out:
-        from .common import write_json
+        from common.files import write_json
 
         write_json(args.json_out, info)
     return 0

@@ -53,8 +53,8 @@ def run(args) -> int:
     from delf.image import load_image
     from verify.matching import MATCH_PRESETS
 
-    from .common import write_json
-    from .pairs import draw_pair, match_pair
+    from common.files import write_json
+    from engine.pairs import draw_pair, match_pair
 
     match_conf = MATCH_PRESETS[args.matcher]
     if args.ratio is not None:

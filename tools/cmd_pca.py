@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from .confargs import add_conf_args, conf_from_args
 
 
@@ -24,24 +22,7 @@ def register(sub) -> None:
 
 
 def run_fit(args) -> int:
-    import os
-    import tempfile
+    from engine.training.pca import fit_pca
 
-    import numpy as np
-
-    from delf.extract import extract_to_h5
-    from delf.featio import FeatureFile
-    from delf.pca import PCA
-
-    conf = conf_from_args(args).replace(pca=None)
-    store = args.features or os.path.join(tempfile.mkdtemp(prefix="delf-pca-"), "raw.h5")
-    report = extract_to_h5(args.inputs, store, conf)
-    print(report.summary(), file=sys.stderr)
-    with FeatureFile(store) as ff:
-        desc = np.concatenate([ff[n].descriptors for n in ff.names])
-    pca = PCA.fit(desc, dim=args.dim, whiten=args.whiten)
-    pca.save(args.out)
-    explained = pca.variances.cumsum() / max(float(np.var(desc, axis=0).sum()), 1e-12)
-    print(f"{args.out}: PCA {pca.input_dim} -> {pca.max_dim} dims from {len(desc)} descriptors of "
-          f"{len(ff.names)} photos; variance kept at 40 dims: {explained[min(39, pca.max_dim - 1)]:.3f}")
+    fit_pca(args.inputs, args.out, conf_from_args(args), dim=args.dim, whiten=args.whiten, features=args.features)
     return 0

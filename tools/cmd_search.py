@@ -41,9 +41,9 @@ def register(sub) -> None:
 
 
 def _default_search_k() -> int:
-    from .searching import SEARCH_K
+    from index import SearchConf
 
-    return SEARCH_K
+    return SearchConf.search_k
 
 
 def _default_threshold() -> str:
@@ -55,40 +55,11 @@ def _default_threshold() -> str:
         return "none shipped"
 
 
-def format_answer(ans, top: int) -> list[str]:
-    lab = ""
-    if any(r.label is not None for r in ans.results):
-        from .searching import predicted_label
-
-        label, c = predicted_label(ans)
-        lab = f"  label: {label if label is not None else '-'}"
-    head = (f"{ans.query}: {'MATCH' if ans.match else 'no match'} (confidence {ans.confidence:.3f}, "
-            f"threshold {ans.threshold:g}){lab}")
-    lines = [head]
-    if ans.results:
-        with_label = any(r.label is not None for r in ans.results)
-        lines.append(f"  {'rank':>4}  {'confidence':>10}  {'inliers':>7}  {'unique':>6}  {'votes':>5}  {'spread':>6}  "
-                     f"{'label  ' if with_label else ''}photo")
-        for i, r in enumerate(ans.results[:top], start=1):
-            inl = str(r.inliers) if r.verified else "-"
-            mark = "*" if r.confidence >= ans.threshold else " "
-            lab = f"{(r.label or '-'):<6} " if with_label else ""
-            uniq = str(r.unique_inliers) if r.verified else "-"
-            lines.append(f"  {i:>4}  {r.confidence:>9.3f}{mark}  {inl:>7}  {uniq:>6}  {r.votes:>5}  {r.spread:>6.3f}  "
-                         f"{lab}{r.name}")
-    return lines
-
-
 def run(args) -> int:
-    from delf.extractor import make_extractor
-    from index import Index
-    from verify.confidence import Calibration
-    from verify.rerank import RerankConf
-
-    from .cli import UserError
-    from .common import write_json
-    from .searching import (SearchSettings, answer_query, conf_from_resolved, default_search_conf, labels_for,
-                            load_labels, predicted_label, query_items)
+    from common.errors import UserError
+    from common.files import write_json
+    from engine import Engine
+    from engine.searching import format_answer
 
     if args.top < 1 or args.candidates < 1:
         raise UserError("--top and --candidates must be at least 1")
@@ -96,39 +67,25 @@ def run(args) -> int:
         raise UserError("--search-k must be at least 1")
     if args.draw and not args.db_images:
         raise UserError("--draw needs --db-images DIR (the folder the database photo names are relative to)")
-    if not os.path.isdir(args.index):
-        raise FileNotFoundError(f"{args.index}: no such index directory")
-    cal = Calibration.load(args.calibration)
-    search = None
-    if args.search_k is not None:
-        search = default_search_conf(args.candidates).replace(search_k=args.search_k)
-    settings = SearchSettings(search=search, rerank=RerankConf(verify_top=args.candidates, seed=args.seed),
-                              calibration=cal, threshold=args.threshold).resolved()
-    index = Index(args.index)
-    labels = labels_for(index.photos(), load_labels(args.labels)) if args.labels else None
-    conf = conf_from_resolved(index.extractor_conf)
-
-    def factory():
-        return make_extractor(conf)
-
+    engine = Engine.open(args.index, calibration=args.calibration, threshold=args.threshold, labels=args.labels,
+                         candidates=args.candidates, search_k=args.search_k or _default_search_k(), seed=args.seed)
+    labelled = engine.labels is not None
     answers, failed = [], []
-    for name, feats, error, qconf in query_items(args.queries, factory):
+    for name, ans, error in engine.search_many(args.queries):
         if error:
             print(f"{name}: skipped: {error}", file=sys.stderr)
             failed.append({"query": name, "error": error})
             continue
-        ans = answer_query(index, feats, name, settings, labels=labels, query_conf=qconf)
         answers.append(ans)
         print("\n".join(format_answer(ans, args.top)))
         if args.draw:
-            _draw(ans, args, feats)
+            _draw(ans, args)
     if args.json:
-        out = {"index": os.path.abspath(args.index), "threshold": settings.threshold, "queries": []}
+        out = {"index": os.path.abspath(args.index), "threshold": engine.threshold, "queries": []}
         for ans in answers:
             d = ans.to_dict(args.top)
-            if labels is not None:
-                label, c = predicted_label(ans)
-                d["predicted_label"], d["label_confidence"] = label, round(c, 4)
+            if labelled:
+                d["predicted_label"], d["label_confidence"] = ans.label, round(ans.confidence, 4)
             out["queries"].append(d)
         out["failed"] = failed
         write_json(args.json, out)
@@ -139,10 +96,9 @@ def run(args) -> int:
     return 1 if failed and not answers else 0
 
 
-def _draw(ans, args, feats) -> None:
+def _draw(ans, args) -> None:
+    from common.files import write_png
     from verify.draw import draw_matches, read_image
-
-    from .common import write_png
 
     os.makedirs(args.draw, exist_ok=True)
     qpath = _query_path(ans.query, args.queries)

@@ -84,15 +84,18 @@ def register(sub) -> None:
 
 
 def run_attention(args) -> int:
-    from delf.training.attention import TrainConf, train_attention
-    from delf.training.data import AugmentConf, read_labels
-    from delf.training.inliers import PairConf
+    from engine.training.attention import TrainConf, train_attention
+    from common.labels import labelled_photos
+    from engine.training.data import AugmentConf
+    from engine.training.inliers import PairConf
 
     if len(args.images) != len(args.labels):
         raise ValueError(f"give one --labels per --images ({len(args.images)} --images, {len(args.labels)} --labels)")
     photos = []
     for i, (images, labels) in enumerate(zip(args.images, args.labels)):
-        photos += read_labels(images, labels, prefix=f"{i}/" if len(args.images) > 1 else "")
+        multi = len(args.images) > 1
+        photos += labelled_photos(images, labels, prefix=str(i) if multi else "",
+                                  label_prefix=f"{i}/" if multi else "")
     for key in ("epochs", "batch_size", "copies", "min_side", "max_side", "cells"):
         if getattr(args, key) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1")
@@ -126,7 +129,7 @@ def run_attention(args) -> int:
 
 
 def run_fmaps(args) -> int:
-    from delf.training.fmaps import fill_cache
+    from engine.training.fmaps import fill_cache
 
     cache, done, failed = fill_cache(args.inputs, args.cache, conf_from_args(args), progress=not args.quiet)
     print(f"{cache.dir}: {len(done)} photos cached, {len(failed)} failed")
@@ -136,7 +139,7 @@ def run_fmaps(args) -> int:
 
 
 def run_features(args) -> int:
-    from delf.training.fmaps import features_from_cache
+    from engine.training.fmaps import features_from_cache
 
     report = features_from_cache(args.inputs, args.cache, args.out, conf_from_args(args), float16=args.float16,
                                  progress=not args.quiet)

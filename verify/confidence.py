@@ -142,7 +142,7 @@ class Calibration:
         return cls.from_dict(d, path)
 
     def save(self, path: str) -> None:
-        from delf.atomic import atomic_write_bytes
+        from common.files import atomic_write_bytes
 
         atomic_write_bytes(os.fspath(path), (json.dumps(self.to_dict(), indent=2) + "\n").encode())
 

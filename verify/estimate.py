@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._conf import DictConf
+from common.conf import DictConf
 
 MODELS = ("affine", "similarity", "homography")
 SAMPLE_SIZE = {"affine": 3, "similarity": 2, "homography": 4}

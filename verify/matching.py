@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ._conf import DictConf
+from common.conf import DictConf
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,11 @@ class Answer:
     def confidence(self) -> float:
         return float(self.best.confidence) if self.results else 0.0
 
+    @property
+    def label(self) -> str | None:
+        """Landmark recognition: the best result's label when the answer is a match, else None."""
+        return self.best.label if self.match else None
+
     def matches(self) -> list:
         """Every result at or above the threshold (best first)."""
         return [r for r in self.results if r.confidence >= self.threshold]

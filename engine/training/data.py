@@ -9,9 +9,7 @@ whose maps are cached, so training epochs cost no backbone pass.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -20,9 +18,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from common.files import atomic_write_bytes, sha256_text
+from common.labels import LabelledPhoto
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -38,56 +36,6 @@ class AugmentConf:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class Photo:
-    path: str
-    name: str  # unique key: dataset index + path relative to its folder
-    label: str
-
-
-def read_labels(images: str, labels: str, prefix: str = "") -> list[Photo]:
-    """Photos of one folder with their labels.
-
-    ``labels`` is a CSV whose first column names a photo (path relative to
-    ``images``) and whose second column is its class (a header row is
-    recognised when its first cell is not a photo name); or the word
-    ``folders``: every photo's class is the folder it sits in (e.g. one WxBS
-    pair per folder); or ``none``: every photo of the folder, unlabelled (for
-    the self-supervised objective)."""
-    images = os.fspath(images)
-    if not os.path.isdir(images):
-        raise FileNotFoundError(f"{images}: no such folder of photos")
-    out = []
-    if labels in ("folders", "none"):
-        for root, dirs, files in os.walk(images):
-            dirs.sort()
-            for f in sorted(files):
-                if f.lower().endswith(IMAGE_SUFFIXES):
-                    rel = os.path.relpath(os.path.join(root, f), images)
-                    label = prefix + os.path.dirname(rel) if labels == "folders" else "-"
-                    out.append(Photo(os.path.join(images, rel), prefix + rel, label))
-        if not out:
-            raise ValueError(f"{images}: no photos found in its subfolders")
-        return out
-    if not os.path.isfile(labels):
-        raise FileNotFoundError(f"{labels}: no such labels file")
-    with open(labels, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    if rows and not rows[0][0].lower().endswith(IMAGE_SUFFIXES):
-        rows = rows[1:]  # header
-    for i, row in enumerate(rows):
-        if len(row) < 2 or not row[1].strip():
-            raise ValueError(f"{labels}: row {i + 1} needs two columns, photo and label: {row!r}")
-        rel, label = row[0].strip(), row[1].strip()
-        path = os.path.join(images, rel)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{labels}: row {i + 1} names {rel!r}, which is not a file in {images}")
-        out.append(Photo(path, prefix + rel, prefix + label))
-    if not out:
-        raise ValueError(f"{labels}: no labelled photos")
-    return out
 
 
 def random_homography(rng: np.random.Generator, w: int, h: int, conf: AugmentConf):
@@ -159,7 +107,7 @@ def replay_geometry(width: int, height: int, rng: np.random.Generator, conf: Aug
 
 
 def photo_seed(seed: int, name: str) -> np.random.SeedSequence:
-    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    digest = int.from_bytes(bytes.fromhex(sha256_text(name, 16)), "little")
     return np.random.SeedSequence([seed, digest])
 
 
@@ -170,7 +118,7 @@ class AugmentedMaps:
     def __init__(self, root: str, backbone_name: str, weights, conf: AugmentConf, seed: int):
         key = json.dumps({"backbone": backbone_name, "weights": weights, "augment": conf.to_dict(), "seed": seed},
                          sort_keys=True)
-        self.dir = os.path.join(os.fspath(root), "aug-" + hashlib.sha256(key.encode()).hexdigest()[:16])
+        self.dir = os.path.join(os.fspath(root), "aug-" + sha256_text(key, 16))
         self.conf, self.seed = conf, seed
         os.makedirs(self.dir, exist_ok=True)
         meta = os.path.join(self.dir, "conf.json")
@@ -180,12 +128,12 @@ class AugmentedMaps:
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name + ".npz")
 
-    def geometry(self, photo: Photo) -> list[tuple[np.ndarray, int, int]]:
+    def geometry(self, photo: LabelledPhoto) -> list[tuple[np.ndarray, int, int]]:
         """(H photo -> copy, copy width, copy height) of each copy, replayed
         from the seed (no backbone pass)."""
         from PIL import Image
 
-        from ..image import load_image
+        from delf.image import load_image
 
         try:
             with Image.open(photo.path) as im:
@@ -198,7 +146,7 @@ class AugmentedMaps:
         rng = np.random.default_rng(photo_seed(self.seed, photo.name))
         return [replay_geometry(w, h, rng, self.conf) for _ in range(self.conf.copies)]
 
-    def get(self, photo: Photo, backbone) -> list[np.ndarray]:
+    def get(self, photo: LabelledPhoto, backbone) -> list[np.ndarray]:
         path = self.path(photo.name)
         if os.path.isfile(path):
             try:
@@ -206,7 +154,7 @@ class AugmentedMaps:
                     return [z[f"map{i}"] for i in range(self.conf.copies)]
             except (KeyError, OSError, ValueError) as exc:
                 raise ValueError(f"{path}: damaged cache entry ({exc}); delete it to recompute") from exc
-        from ..image import load_image
+        from delf.image import load_image
 
         rgb = load_image(photo.path)
         rng = np.random.default_rng(photo_seed(self.seed, photo.name))
@@ -220,7 +168,7 @@ class AugmentedMaps:
         return maps
 
 
-def split_photos(photos: list[Photo], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_photos(photos: list[LabelledPhoto], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices (train, val): per class, round(n * val_fraction) photos go to
     validation, never all of a class."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))

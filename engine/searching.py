@@ -6,34 +6,23 @@ match / no match (and a landmark label when the database photos carry one).
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from dataclasses import dataclass, field
 
-
+from index import SearchConf
 from verify.confidence import Calibration
 from verify.rerank import Answer, RerankConf, rerank
 
 
-# Annoy's search_k when a search is re-ranked (index.SearchConf's own default,
-# 2000, serves a vote-only ranking). Verification re-ranks the top 100 anyway:
-# on the 268 non-Oxford calibration photos (leave-one-out, 269k descriptors)
-# search_k 2000 / 1000 / 700 gave the same top-1 accuracy (0.896 / 0.896 /
-# 0.899) at 396 / 257 / 219 ms per query; README, "Search".
-SEARCH_K = 1000
-
-
-def default_search_conf(verify_top: int = 100):
-    """The index search of a re-ranked query: the top ``verify_top`` photos at SEARCH_K."""
-    from index import SearchConf
-
-    return SearchConf(top_n=max(int(verify_top), 1), search_k=SEARCH_K)
+def default_search_conf(verify_top: int = 100) -> SearchConf:
+    """The index search of a re-ranked query: the top ``verify_top`` photos (search_k: SearchConf's default)."""
+    return SearchConf(top_n=max(int(verify_top), 1))
 
 
 @dataclass
 class SearchSettings:
-    """search: index.SearchConf (None: default_search_conf(verify_top), search_k SEARCH_K).
+    """search: index.SearchConf (None: default_search_conf(verify_top)).
     rerank: verification settings (verify_top candidates, RANSAC, seed).
     calibration: the confidence model (None: the shipped one).
     threshold: decision threshold (None: the calibration's default)."""
@@ -72,53 +61,7 @@ def answer_query(index, feats, name: str = "", settings: SearchSettings | None =
 def predicted_label(answer: Answer) -> tuple[str | None, float]:
     """Landmark recognition: the label of the best result when the answer is
     a match (its confidence), else (None, confidence of the best result)."""
-    b = answer.best
-    if b is None:
-        return None, 0.0
-    return (b.label if answer.match else None), float(b.confidence)
-
-
-def read_labels_csv(path: str) -> list:
-    """The rows of a labels CSV (header first), checked to hold a header and rows of two or more columns."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such labels file")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2 or len(rows[0]) < 2:
-        raise ValueError(f"{path}: a labels CSV needs a header and rows of at least two columns (photo, label)")
-    return rows
-
-
-def load_labels(path: str) -> dict:
-    """A CSV with a header; the first column names a photo (as in the index),
-    the second its label (e.g. `image,scene`). Returns {name: label}; a name
-    is also reachable by its basename when that is unambiguous."""
-    rows = read_labels_csv(path)
-    labels = {}
-    for i, row in enumerate(rows[1:], start=2):
-        if not row or not any(c.strip() for c in row):
-            continue
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            raise ValueError(f"{path}, line {i}: expected photo,label, got {','.join(row)!r}")
-        labels[row[0].strip()] = row[1].strip()
-    return labels
-
-
-def labels_for(names, labels: dict) -> dict:
-    """Map index photo names to labels, matching a labels file that names
-    photos by basename or by a path suffix."""
-    out = {}
-    by_base: dict = {}
-    for k, v in labels.items():
-        by_base.setdefault(os.path.basename(k), set()).add(v)
-    for n in names:
-        if n in labels:
-            out[n] = labels[n]
-        else:
-            cand = by_base.get(os.path.basename(n))
-            if cand and len(cand) == 1:
-                out[n] = next(iter(cand))
-    return out
+    return answer.label, answer.confidence
 
 
 def conf_from_resolved(d: dict):
@@ -156,4 +99,23 @@ def query_items(inputs, extractor_factory):
                 yield name, None, f"{path}: {getattr(exc, 'problem', None) or exc}", None
 
 
-__all__ = ["SearchSettings", "answer_query", "conf_from_resolved", "labels_for", "load_labels", "predicted_label", "query_items"]
+def format_answer(ans: Answer, top: int) -> list[str]:
+    """The lines `delf search` prints for one answer: the verdict, then a table of the top results."""
+    with_label = any(r.label is not None for r in ans.results)
+    lab = f"  label: {ans.label if ans.label is not None else '-'}" if with_label else ""
+    lines = [f"{ans.query}: {'MATCH' if ans.match else 'no match'} (confidence {ans.confidence:.3f}, "
+             f"threshold {ans.threshold:g}){lab}"]
+    if ans.results:
+        lines.append(f"  {'rank':>4}  {'confidence':>10}  {'inliers':>7}  {'unique':>6}  {'votes':>5}  {'spread':>6}  "
+                     f"{'label  ' if with_label else ''}photo")
+        for i, r in enumerate(ans.results[:top], start=1):
+            inl = str(r.inliers) if r.verified else "-"
+            mark = "*" if r.confidence >= ans.threshold else " "
+            rlab = f"{(r.label or '-'):<6} " if with_label else ""
+            uniq = str(r.unique_inliers) if r.verified else "-"
+            lines.append(f"  {i:>4}  {r.confidence:>9.3f}{mark}  {inl:>7}  {uniq:>6}  {r.votes:>5}  {r.spread:>6.3f}  "
+                         f"{rlab}{r.name}")
+    return lines
+
+
+__all__ = ["SearchSettings", "answer_query", "conf_from_resolved", "default_search_conf", "format_answer", "predicted_label", "query_items"]

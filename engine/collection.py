@@ -36,6 +36,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from common.files import sha256_file, sha256_text
+
 FORMAT = "delf-collection"
 VERSION = 1
 REFINES = ("triangle", "none")
@@ -111,6 +113,14 @@ class CollectionReport:
 # ---------------------------------------------------------------- helpers
 
 
+def _sha256_or_none(path: str) -> str | None:
+    """The file's sha256, or None when it cannot be read (the photo then counts as changed)."""
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
 def photo_items(inputs) -> list[tuple[str, str]]:
     """(path, name) of every photo: one folder gives names relative to it;
     several folders give names prefixed with each folder's base name; files
@@ -137,17 +147,6 @@ def photo_items(inputs) -> list[tuple[str, str]]:
     return sorted(items, key=lambda t: t[1])
 
 
-def file_sha256(path: str) -> str | None:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
 def _result_file(work: str, name: str) -> str:
     return os.path.join(work, "queries", hashlib.sha1(name.encode()).hexdigest()[:24] + ".json")
 
@@ -160,7 +159,7 @@ def _fingerprint(settings, index_key: str) -> str:
         "calibration": settings.calibration.to_dict(),
         "index": index_key,
     }
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return sha256_text(json.dumps(d, sort_keys=True, default=str), 32)
 
 
 # Per-process caches of opened files (Dask workers run many tasks in one process).
@@ -221,7 +220,7 @@ def extract_task(path: str, name: str, conf):
 def query_task(work: str, name: str, settings, fingerprint: str, index_key: str) -> str:
     """Search the index with one photo, verify its candidates, write its JSON
     (atomically); nothing to do when the JSON is already there."""
-    from delf.atomic import atomic_write_bytes
+    from common.files import atomic_write_bytes
 
     from .searching import answer_query
 
@@ -336,7 +335,7 @@ def _ensure_index(work: str, names: list, index_conf=None) -> str:
     a features file may hold photos since removed from the folder) unless it
     already holds exactly those with the same confs. Returns the index key
     (a digest of what the index holds)."""
-    from delf.atomic import atomic_write_bytes
+    from common.files import atomic_write_bytes
     from delf.featio import FeatureFile
     from index import IndexConf, build_index_from_features
     from index import store
@@ -348,10 +347,10 @@ def _ensure_index(work: str, names: list, index_conf=None) -> str:
     feats_path = os.path.join(work, "features.h5")
     with FeatureFile(feats_path) as ff:
         conf = ff.conf
-    key = hashlib.sha256(json.dumps({"photos": sorted(names), "extractor": conf,
-                                     "index": {k: v for k, v in index_conf.to_dict().items()
-                                               if k not in ("build_threads", "lock_timeout")}},
-                                    sort_keys=True).encode()).hexdigest()[:32]
+    key = sha256_text(json.dumps({"photos": sorted(names), "extractor": conf,
+                                  "index": {k: v for k, v in index_conf.to_dict().items()
+                                            if k not in ("build_threads", "lock_timeout")}},
+                                 sort_keys=True), 32)
     idx_dir = os.path.join(work, "index")
     key_file = os.path.join(work, "index.key")
     if os.path.isfile(store.manifest_path(idx_dir)) and os.path.isfile(key_file):
@@ -453,7 +452,7 @@ def _write_sheets(out: str, groups, paths: dict, edge_rows: list, dup_of: dict, 
     to the photos where they are), and sheets/index.html listing the groups."""
     from tqdm import tqdm
 
-    from delf.atomic import atomic_write_bytes
+    from common.files import atomic_write_bytes
 
     sheets = os.path.join(out, "sheets")
     by_photo = defaultdict(list)
@@ -509,7 +508,7 @@ def run_collection(inputs, out: str, conf: CollectionConf | None = None, extract
     and its working files (features, index, per-photo results) into ``work``
     (default out/work). ``client``: a ``distributed.Client`` to run extraction
     and queries on."""
-    from delf.atomic import atomic_write_bytes
+    from common.files import atomic_write_bytes
     from delf.conf import ExtractorConf
     from verify.rerank import RerankConf
 
@@ -537,7 +536,7 @@ def run_collection(inputs, out: str, conf: CollectionConf | None = None, extract
     first_of: dict = {}
     dup_of: dict = {}
     for p, n in tqdm(items, desc="hash", unit="photo", disable=not progress, dynamic_ncols=True):
-        h = file_sha256(p)
+        h = _sha256_or_none(p)
         if h is None:
             continue
         if h in first_of:
@@ -627,7 +626,7 @@ def run_collection(inputs, out: str, conf: CollectionConf | None = None, extract
         "unusable": [{"photo": n, "problem": p} for n, p in rep.failed],
         "pairs_verified": rep.pairs_verified, "pairs_total": rep.pairs_total,
     }
-    from .common import write_json
+    from common.files import write_json
 
     write_json(os.path.join(out, "graph.json"), graph)
     sec["graph"] = time.perf_counter() - t

@@ -15,15 +15,13 @@ only complete entries and resumes by skipping them.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
-import time
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from common.files import atomic_write_bytes, sha256_text
 
 MAP_KEYS = ("backbone", "weights", "scales", "max_image_size")
 FORMAT_VERSION = 1
@@ -35,8 +33,7 @@ def map_conf(conf) -> dict:
 
 
 def map_key(conf) -> str:
-    blob = json.dumps(map_conf(conf), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return sha256_text(json.dumps(map_conf(conf), sort_keys=True), 16)
 
 
 class FeatureMapCache:
@@ -106,9 +103,9 @@ def fill_cache(inputs, cache_root, conf=None, progress: bool = True, extractor=N
     Returns (cache, names done, [(path, problem)] failed)."""
     from tqdm import tqdm
 
-    from ..conf import ExtractorConf
-    from ..extractor import Extractor
-    from ..image import ImageError, list_images
+    from delf.conf import ExtractorConf
+    from delf.extractor import Extractor
+    from delf.image import ImageError, list_images
 
     conf = conf or ExtractorConf()
     items = list_images(inputs)
@@ -133,36 +130,15 @@ def features_from_cache(inputs, cache_root, out, conf=None, float16: bool = Fals
     """Write a features HDF5 (as ``delf extract`` would, conf attributes
     included) for every photo of ``inputs``, from cached feature maps;
     photos not yet cached are computed and cached first."""
-    from tqdm import tqdm
+    from delf.conf import ExtractorConf
+    from delf.extract import extract_to_h5
+    from delf.extractor import Extractor
 
-    from ..conf import ExtractorConf
-    from ..extract import ExtractReport
-    from ..extractor import Extractor
-    from ..featio import FeatureWriter
-    from ..image import ImageError, list_images
+    extractor = Extractor(conf or ExtractorConf())
+    cache = FeatureMapCache(cache_root, extractor.conf)
 
-    conf = conf or ExtractorConf()
-    items = list_images(inputs)
-    if not items:
-        raise ValueError(f"no photos found in {', '.join(map(str, inputs))}")
-    extractor = Extractor(conf)
-    cache = FeatureMapCache(cache_root, conf)
-    report = ExtractReport(out=os.fspath(out))
-    t0 = time.perf_counter()
-    with FeatureWriter(out, extractor.resolved_conf(), float16=float16) as writer:
-        todo = []
-        for path, name in items:
-            if name in writer:
-                report.skipped.append(name)
-            else:
-                todo.append((path, name))
-        for path, name in tqdm(todo, desc="features", unit="photo", disable=not progress, dynamic_ncols=True):
-            try:
-                levels, size = cached_maps(extractor, cache, path, name)
-            except (ImageError, FileNotFoundError) as exc:
-                report.failed.append((path, getattr(exc, "problem", None) or str(exc)))
-                continue
-            writer.write(name, extractor.features_from_maps(levels, size))
-            report.extracted.append(name)
-    report.seconds = time.perf_counter() - t0
-    return report
+    def compute(path, name):
+        return extractor.features_from_maps(*cached_maps(extractor, cache, path, name))
+
+    return extract_to_h5(inputs, out, float16=float16, progress=progress, extractor=extractor, compute=compute,
+                         desc="features")

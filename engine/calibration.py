@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.labels import LabelledPhoto, labelled_photos
 from verify.confidence import FEATURES, Calibration, feature_matrix, fit_logistic
 
 NEUTRAL = Calibration(coef=(1.0, 0.0, 0.0, 0.0), intercept=0.0, mean=(0.0,) * 4, scale=(1.0,) * 4, min_inliers=0)
@@ -38,21 +39,13 @@ MAX_FALSE_ACCEPT_RATE = 0.01
 USE = ("log_inliers", "spread")
 
 
-@dataclass
-class LabelledPhoto:
-    path: str
-    name: str  # unique name (as stored in features files and the index)
-    label: str
-
-
 def shared_data_photos(data: str) -> list[LabelledPhoto]:
     """The non-Oxford labelled photos of the shared data folder: landmarks/ (scene),
     ukbench/ (object) and wxbs/ (each pair its own place). Names are relative to ``data``."""
     out: list[LabelledPhoto] = []
     for sub, col in (("landmarks", "scene"), ("ukbench", "object")):
-        photos = labelled_folder(os.path.join(data, sub), os.path.join(data, sub, "labels.csv"), prefix=sub,
-                                 column=col)
-        out += photos
+        out += labelled_photos(os.path.join(data, sub), os.path.join(data, sub, "labels.csv"), prefix=sub,
+                               column=col)
     wx = os.path.join(data, "wxbs")
     if not os.path.isdir(wx):
         raise FileNotFoundError(f"{wx}: no such folder (expected the WxBS pairs)")
@@ -66,39 +59,6 @@ def shared_data_photos(data: str) -> list[LabelledPhoto]:
             p = os.path.join(pair, fn)
             if os.path.isfile(p):
                 out.append(LabelledPhoto(p, f"{rel}/{fn}", place))
-    return out
-
-
-def labelled_folder(folder: str, labels_csv: str, prefix: str = "", column: str | None = None) -> list[LabelledPhoto]:
-    """Photos of ``folder`` named in ``labels_csv`` (first column: photo file name or path relative to
-    the folder; label: ``column`` or the second column). Names are ``prefix/relative path``."""
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder}: no such folder")
-    from .searching import read_labels_csv
-
-    rows = read_labels_csv(labels_csv)
-    header = [h.strip() for h in rows[0]]
-    li = header.index(column) if column and column in header else 1
-    # Photos may sit in the folder or a sub-folder (e.g. landmarks/images/).
-    by_base = {}
-    for root, _, files in os.walk(folder):
-        for fn in files:
-            by_base.setdefault(fn, []).append(os.path.join(root, fn))
-    out = []
-    for i, row in enumerate(rows[1:], start=2):
-        if not row or not row[0].strip():
-            continue
-        if len(row) <= li or not row[li].strip():
-            raise ValueError(f"{labels_csv}, line {i}: no label")
-        rel = row[0].strip()
-        p = os.path.join(folder, rel)
-        if not os.path.isfile(p):
-            hits = by_base.get(os.path.basename(rel), [])
-            if len(hits) != 1:
-                raise FileNotFoundError(f"{labels_csv}, line {i}: photo {rel!r} not found under {folder}")
-            p = hits[0]
-        name = os.path.relpath(p, folder).replace(os.sep, "/")
-        out.append(LabelledPhoto(p, f"{prefix}/{name}" if prefix else name, row[li].strip()))
     return out
 
 
@@ -122,7 +82,7 @@ class CalibrationData:
         return self.null_queries > 0 and self.null_x is not None
 
     def save(self, path: str) -> None:
-        from delf.atomic import atomic_write_bytes
+        from common.files import atomic_write_bytes
         import io
 
         buf = io.BytesIO()
@@ -305,5 +265,39 @@ def report_on(cal: Calibration, data: CalibrationData) -> dict:
     }
 
 
-__all__ = ["CalibrationData", "LabelledPhoto", "collect", "fit", "labelled_folder", "report_on",
+def calibrate(photos: list, out: str, work: str, extractor_conf=None, candidates: int = 100, min_inliers: int = 5,
+              threshold: float | None = None, max_false_accept_rate: float = MAX_FALSE_ACCEPT_RATE,
+              sources=(), command: str = "", progress: bool = True, log=print):
+    """`delf calibrate`: extract ``photos`` (LabelledPhoto) into WORK/features.h5
+    (resumable; photos that cannot be used are left out and reported), run the
+    two searches per photo (``collect``), fit the confidence (``fit``) and save it
+    to ``out`` atomically. Returns (calibration, report)."""
+    import sys
+
+    from delf.extract import extract_to_h5
+    from verify.rerank import RerankConf
+
+    from .searching import SearchSettings
+
+    if len({p.name for p in photos}) != len(photos):
+        raise ValueError("two labelled photos share a name; give distinct folders")
+    os.makedirs(work, exist_ok=True)
+    feats = os.path.join(work, "features.h5")
+    report = extract_to_h5([(p.path, p.name) for p in photos], feats, extractor_conf, progress=progress)
+    if report.failed:
+        print(report.summary(), file=sys.stderr)
+        bad = {os.fspath(path) for path, _ in report.failed}
+        photos = [p for p in photos if p.path not in bad]
+    log(f"{len(photos)} labelled photos, {len({p.label for p in photos})} labels")
+    settings = SearchSettings(rerank=RerankConf(verify_top=candidates))
+    data = collect(photos, feats, work, settings, progress=progress)
+    fitted_on = {"photos": len(photos), "labels": len({p.label for p in photos}), "sources": list(sources),
+                 "candidates": candidates, "command": command}
+    cal, rep = fit(data, min_inliers=min_inliers, fitted_on=fitted_on, threshold=threshold,
+                   max_false_accept_rate=max_false_accept_rate)
+    cal.save(out)
+    return cal, rep
+
+
+__all__ = ["CalibrationData", "calibrate", "LabelledPhoto", "collect", "fit", "report_on",
            "shared_data_photos"]

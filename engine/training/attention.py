@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
-from ..attention import BN_EPS, HIDDEN, AttentionHead, head_input
-from .data import AugmentConf, AugmentedMaps, Photo, photo_seed, split_photos, survival_labels
+from common.files import atomic_write_bytes
+from delf.attention import BN_EPS, HIDDEN, AttentionHead, head_input
+from .data import AugmentConf, AugmentedMaps, photo_seed, split_photos, survival_labels
 from .inliers import PairConf
 
 CKPT_VERSION = 1
@@ -241,7 +241,7 @@ def _augmented_data(photos, cache_dir, conf, backbone, backbone_name, backbone_w
     from tqdm import tqdm
 
     if backbone is None:
-        from ..backbones import make_backbone
+        from delf.backbones import make_backbone
 
         backbone = make_backbone(backbone_name, backbone_weights)
     store = AugmentedMaps(cache_dir, backbone_name, backbone_weights, conf.augment, conf.seed)
@@ -276,9 +276,9 @@ def _inlier_data(photos, cache_dir, conf, backbone, backbone_name, backbone_weig
     one (n, 1, C) array per photo, with their soft targets."""
     from tqdm import tqdm
 
-    from ..conf import ExtractorConf
-    from ..extractor import Extractor
-    from ..image import ImageError
+    from delf.conf import ExtractorConf
+    from delf.extractor import Extractor
+    from delf.image import ImageError
     from .fmaps import FeatureMapCache, cached_maps
     from .inliers import draw_pairs, gather_evidence, photo_cells
 
@@ -333,7 +333,7 @@ def _lognorm_stats(maps: list[np.ndarray]) -> tuple[float, float]:
 
 
 def train_attention(
-    photos: list[Photo],
+    photos: list,  # of common.labels.LabelledPhoto
     out: str,
     cache_dir: str,
     conf: TrainConf | None = None,
@@ -354,7 +354,7 @@ def train_attention(
     other objectives use augmented single-scale copies."""
     from tqdm import tqdm
 
-    from ..tfimport import import_tensorflow
+    from delf.tfimport import import_tensorflow
 
     tf = import_tensorflow()
     tf.config.experimental.enable_op_determinism()

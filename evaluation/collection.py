@@ -5,37 +5,19 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections import Counter
-from math import comb
+
+from .metrics import adjusted_rand_index
 
 DEFAULT_OUT = os.path.join("out", "evaluate", "collection")
 # Folders of ../shared/data used together, and the column of their labels.csv naming the place.
 SETS = (("landmarks", "scene"), ("ukbench", "object"))
 
 
-def register(ev) -> None:
-    from .cmd_collection import add_collection_args
-
-    p = ev.add_parser(
-        "collection", help="batch matching of landmarks/ + ukbench/ (202 photos): pair precision/recall, ARI, speed",
-        description="Runs `delf collection` on landmarks/images and ukbench/images together and scores the "
-                    "confident edges (pair_precision, pair_recall against same-label pairs) and the groups "
-                    "(adjusted Rand index against the labels; group-pair precision/recall), with the throughput "
-                    "of the whole run (photos_per_minute: honest only for a run from scratch, see 'resumed') and "
-                    "the share of pairs verified.",
-    )
-    p.add_argument("--data", required=True, help="folder with landmarks/ and ukbench/ (each with images/ and labels.csv)")
-    p.add_argument("--json", help="write the results here")
-    p.add_argument("--out", default=DEFAULT_OUT, help="output folder of the collection run (default: %(default)s)")
-    add_collection_args(p)
-    p.set_defaults(func=run)
-
-
 def collection_inputs(data: str) -> tuple[list, dict]:
     """(path, name) of every photo of the evaluation sets and {name: label}."""
     from delf.image import list_images
 
-    from .searching import load_labels
+    from engine.searching import load_labels
 
     items, labels = [], {}
     for folder, _column in SETS:
@@ -50,22 +32,6 @@ def collection_inputs(data: str) -> tuple[list, dict]:
             items.append((path, full))
             labels[full] = f"{folder}:{lab[name]}"
     return items, labels
-
-
-def adjusted_rand_index(truth, pred) -> float:
-    """Hubert and Arabie's adjusted Rand index of two labellings of the same items."""
-    truth, pred = list(truth), list(pred)
-    n = len(truth)
-    if n != len(pred):
-        raise ValueError("both labellings must cover the same items")
-    if n < 2:
-        return 1.0
-    both = sum(comb(v, 2) for v in Counter(zip(truth, pred)).values())
-    a = sum(comb(v, 2) for v in Counter(truth).values())
-    b = sum(comb(v, 2) for v in Counter(pred).values())
-    expected = a * b / comb(n, 2)
-    best = (a + b) / 2
-    return 1.0 if best == expected else (both - expected) / (best - expected)
 
 
 def score(graph: dict, labels: dict) -> dict:
@@ -95,7 +61,7 @@ def score(graph: dict, labels: dict) -> dict:
 
 def evaluate_collection(data: str, out: str, conf=None, extractor_conf=None, work=None, client=None,
                         calibration=None, progress: bool = True) -> dict:
-    from .collection import run_collection
+    from engine.collection import run_collection
 
     items, labels = collection_inputs(data)
     t0 = time.perf_counter()
@@ -119,22 +85,4 @@ def evaluate_collection(data: str, out: str, conf=None, extractor_conf=None, wor
     return res
 
 
-def run(args) -> int:
-    from verify.confidence import Calibration
-
-    from .cmd_collection import collection_conf_from_args, dask_client
-    from .common import write_json
-    from .confargs import conf_from_args
-
-    cal = Calibration.load(args.calibration) if args.calibration else None
-    with dask_client(args) as client:
-        res = evaluate_collection(args.data, args.out, collection_conf_from_args(args), conf_from_args(args),
-                                  work=args.work, client=client, calibration=cal, progress=not args.quiet)
-    print(f"pair_precision {res['pair_precision']:.4f}  pair_recall {res['pair_recall']:.4f}  ari {res['ari']:.4f}  "
-          f"groups {res['groups']} (+{res['singletons']} single photos, {res['labels']} labels)  "
-          f"threshold {res['threshold']:g}")
-    print(f"pairs verified {res['pairs_verified']} of {res['pairs_total']} ({100 * res['pairs_verified_fraction']:.1f}%)"
-          f"  {res['photos_per_minute']:.1f} photos/minute{' (resumed run: not a from-scratch time)' if res['resumed'] else ''}")
-    if args.json:
-        write_json(args.json, res)
-    return 0
+__all__ = ["collection_inputs", "evaluate_collection", "score"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
+from math import comb
 
 import numpy as np
 
@@ -50,17 +52,24 @@ def positive_ranks(ranking, positives: set, junk: set) -> np.ndarray:
     return np.array(ranks, np.int64)
 
 
-def average_precision(ranks, n_positives: int) -> float:
-    """Trapezoidal AP (revisitop ``compute_ap``): ``ranks`` are the sorted 0-based
-    positions of the retrieved positives, junk already removed; positives never
-    retrieved count as missed."""
+def average_precision(ranks, n_positives: int, interpolation: str = "trapezoid") -> float:
+    """AP of a ranking: ``ranks`` are the sorted 0-based positions of the
+    retrieved positives, junk already removed; positives never retrieved count
+    as missed. ``trapezoid``: the revisited protocol's AP (revisitop
+    ``compute_ap``); ``step``: the plain non-interpolated AP (mean precision at
+    each positive)."""
     if n_positives <= 0:
         raise ValueError("AP needs at least one positive")
+    if interpolation not in ("trapezoid", "step"):
+        raise ValueError(f"interpolation must be 'trapezoid' or 'step', got {interpolation!r}")
     ap = 0.0
     step = 1.0 / n_positives
     for j, rank in enumerate(np.asarray(ranks, np.int64)):
-        p0 = 1.0 if rank == 0 else j / rank
         p1 = (j + 1) / (rank + 1)
+        if interpolation == "step":
+            ap += p1 * step
+            continue
+        p0 = 1.0 if rank == 0 else j / rank
         ap += (p0 + p1) * step / 2.0
     return ap
 
@@ -108,5 +117,38 @@ def evaluate_rankings(gnd: dict, rankings: dict, kappas=KAPPAS) -> dict:
     return out
 
 
-__all__ = ["KAPPAS", "average_precision", "evaluate_rankings", "load_gnd", "positive_ranks", "precision_at",
+def global_average_precision(predictions: list) -> float:
+    """GAP (micro AP) of the Google Landmarks challenges: ``predictions`` are
+    (confidence, correct, has_landmark) per query, one predicted label each;
+    sorted by confidence, GAP = sum over correct predictions of the precision
+    at their rank, divided by the number of queries that show a landmark."""
+    m = sum(1 for _, _, has in predictions if has)
+    if m == 0:
+        raise ValueError("GAP needs at least one query that shows a landmark of the database")
+    order = sorted(range(len(predictions)), key=lambda i: (-predictions[i][0], i))
+    hits, total = 0, 0.0
+    for rank, i in enumerate(order, start=1):
+        if predictions[i][1]:
+            hits += 1
+            total += hits / rank
+    return total / m
+
+
+def adjusted_rand_index(truth, pred) -> float:
+    """Hubert and Arabie's adjusted Rand index of two labellings of the same items."""
+    truth, pred = list(truth), list(pred)
+    n = len(truth)
+    if n != len(pred):
+        raise ValueError("both labellings must cover the same items")
+    if n < 2:
+        return 1.0
+    both = sum(comb(v, 2) for v in Counter(zip(truth, pred)).values())
+    a = sum(comb(v, 2) for v in Counter(truth).values())
+    b = sum(comb(v, 2) for v in Counter(pred).values())
+    expected = a * b / comb(n, 2)
+    best = (a + b) / 2
+    return 1.0 if best == expected else (both - expected) / (best - expected)
+
+
+__all__ = ["KAPPAS", "adjusted_rand_index", "average_precision", "global_average_precision", "evaluate_rankings", "load_gnd", "positive_ranks", "precision_at",
            "protocol"]

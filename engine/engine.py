@@ -1,0 +1,270 @@
+"""`Engine`: the one object a script needs. Open an index, search it with a
+photo, read the answer.
+
+    from engine import Engine
+
+    with Engine.open("out/demo/index") as engine:
+        answer = engine.search("query.jpg")
+        print(answer.match, answer.best.name, answer.confidence)
+
+The command line (`delf search`, `delf match`, `delf demo`, ...) and the
+evaluations call this same object, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from index import Index, IndexConf, SearchConf
+from verify.confidence import Calibration
+from verify.matching import MATCH_PRESETS, MatchConf
+from verify.rerank import Answer, RerankConf
+
+from .pairs import Pair, match_features
+from .searching import SearchSettings, answer_query, conf_from_resolved, query_items
+
+FEATURE_SUFFIXES = (".h5", ".hdf5")
+
+
+@dataclass(frozen=True)
+class EngineConf:
+    """How an Engine searches; one default per knob.
+
+    candidates: photos taken from the index by descriptor votes and verified.
+    search_k:   Annoy nodes inspected per query descriptor (SearchConf's default).
+    seed:       RANSAC seed of each query (candidate i uses ``pair_seed(seed, i)``).
+    threshold:  confidence at or above which the best result is a match (None: the calibration's).
+    """
+
+    candidates: int = 100
+    search_k: int = SearchConf.search_k
+    seed: int = 0
+    threshold: float | None = None
+
+    def __post_init__(self):
+        for name in ("candidates", "search_k"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
+
+
+class Engine:
+    """An index opened for searching and matching, with its extractor and calibration.
+
+    The extractor (TensorFlow) is built on the first photo that needs it, with
+    the conf the index was built with, so queries always match the database.
+    """
+
+    def __init__(self, index_dir, calibration: Calibration | str | os.PathLike | None = None,
+                 threshold: float | None = None, labels: dict | str | os.PathLike | None = None,
+                 candidates: int = EngineConf.candidates, search_k: int = EngineConf.search_k,
+                 seed: int = EngineConf.seed, extractor=None):
+        self.conf = EngineConf(candidates=candidates, search_k=search_k, seed=seed, threshold=threshold)
+        if not os.path.isdir(index_dir):
+            raise FileNotFoundError(f"{index_dir}: no such index directory")
+        cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
+        self.settings = SearchSettings(
+            search=SearchConf(top_n=candidates, search_k=search_k),
+            rerank=RerankConf(verify_top=candidates, seed=seed), calibration=cal, threshold=threshold,
+        ).resolved()
+        self.index = Index(index_dir)
+        self.index_dir = os.fspath(index_dir)
+        self._labels_source = labels
+        self._labels = None  # (index generation, {name: label})
+        self._extractor = extractor
+        self.failed: list[str] = []  # photos the last build or add could not use ("path: problem")
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, index_dir, **kwargs) -> "Engine":
+        """An Engine over an existing index (``delf index build`` or ``Engine.build``)."""
+        return cls(index_dir, **kwargs)
+
+    @classmethod
+    def build(cls, index_dir, photos, extractor=None, overwrite: bool = False, index_conf: IndexConf | None = None,
+              **kwargs) -> "Engine":
+        """Extract ``photos`` (photo files, folders, .txt lists, or features
+        .h5 files from `delf extract`) and index them at ``index_dir``; returns
+        the Engine over the new index. ``extractor``: an Extractor or an
+        ExtractorConf (default: the default conf)."""
+        from index import build_index, build_index_from_features
+
+        photos = [photos] if isinstance(photos, (str, os.PathLike)) else list(photos)
+        if not photos:
+            raise ValueError("build needs at least one photo, folder or features file")
+        index_conf = index_conf or IndexConf(build_threads=1)
+        if all(os.fspath(p).lower().endswith(FEATURE_SUFFIXES) for p in photos if not isinstance(p, tuple)) \
+                and not any(isinstance(p, tuple) for p in photos):
+            build_index(index_dir, photos, index_conf, overwrite=overwrite)
+            return cls(index_dir, **kwargs)
+        ex = _as_extractor(extractor)
+        items, failed = _extract_all(ex, photos)
+        if not items:
+            raise ValueError("no usable photos to index" + (f": {failed[0]}" if failed else ""))
+        build_index_from_features(index_dir, items, ex.resolved_conf(), index_conf, overwrite=overwrite)
+        engine = cls(index_dir, extractor=ex, **kwargs)
+        engine.failed = failed
+        return engine
+
+    # ------------------------------------------------------------ searching
+
+    @property
+    def extractor(self):
+        """The extractor of the index's conf (built on first use)."""
+        if self._extractor is None:
+            from delf.extractor import make_extractor
+
+            self._extractor = make_extractor(conf_from_resolved(self.index.extractor_conf))
+        return self._extractor
+
+    @property
+    def labels(self) -> dict | None:
+        """{photo name: label} of the indexed photos, when labels were given."""
+        src = self._labels_source
+        if src is None:
+            return None
+        from common.labels import labels_for, load_labels
+
+        if self._labels is None or self._labels[0] != self.index.generation:
+            table = src if isinstance(src, dict) else load_labels(src)
+            self._labels = (self.index.generation, labels_for(self.index.photos(), table))
+        return self._labels[1]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.settings.threshold)
+
+    def features(self, query, name: str | None = None):
+        """(name, Features, conf that made them) of a photo path, an RGB uint8 array or a Features."""
+        from delf.features import Features
+
+        if isinstance(query, Features):
+            return name or "query", query, None
+        if isinstance(query, np.ndarray):
+            return name or "query", self.extractor.extract(query, name), self.extractor.resolved_conf()
+        path = os.fspath(query)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such photo")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path}: a folder, not a photo (use search_many for folders)")
+        return name or os.path.basename(path), self.extractor.extract(path), self.extractor.resolved_conf()
+
+    def search(self, query, top: int | None = None, exclude=(), name: str | None = None) -> Answer:
+        """Search with one photo (path, RGB array or Features): the candidates
+        are verified and ranked, each with a calibrated confidence, and the
+        answer is a match when the best one reaches the threshold. Photos named
+        in ``exclude`` are searched as if they were not in the index. ``top``
+        keeps the first results only."""
+        qname, feats, qconf = self.features(query, name)
+        ans = answer_query(self.index, feats, qname, self.settings, exclude=exclude, labels=self.labels,
+                           query_conf=qconf)
+        if top is not None:
+            ans.results = ans.results[: max(int(top), 0)]
+        return ans
+
+    def search_many(self, inputs, exclude=()):
+        """(name, Answer or None, error or None) per query of ``inputs``
+        (photos, folders, .txt lists, features .h5 files): a bad photo gives
+        its error and the batch goes on."""
+        labels = self.labels
+        for name, feats, error, qconf in query_items(inputs, lambda: self.extractor):
+            if error:
+                yield name, None, error
+                continue
+            yield name, answer_query(self.index, feats, name, self.settings, exclude=exclude, labels=labels,
+                                     query_conf=qconf), None
+
+    def match(self, a, b, model: str = "affine", residual_threshold: float | None = None,
+              matcher: MatchConf | str = "default", border: float = RerankConf.border) -> Pair:
+        """Verify two photos (paths, RGB arrays or Features) against each
+        other: putative matches, RANSAC, and the confidence a search would give."""
+        match_conf = MATCH_PRESETS[matcher] if isinstance(matcher, str) else matcher
+        _, f1, _ = self.features(a, "a")
+        _, f2, _ = self.features(b, "b")
+        return match_features(f1, f2, model=model, residual_threshold=residual_threshold, match_conf=match_conf,
+                              seed=self.conf.seed, border=border, calibration=self.settings.calibration)
+
+    # ------------------------------------------------------------ keeping the index current
+
+    @property
+    def photos(self) -> list[str]:
+        """Names of the photos in the index."""
+        return self.index.photos()
+
+    def add(self, photos) -> list[str]:
+        """Extract ``photos`` (files, folders, .txt lists; or features .h5
+        files) and add them to the index as one new segment, atomically:
+        readers see all of them or none. Returns the names added."""
+        from index import add_features_to_index, add_to_index
+
+        photos = [photos] if isinstance(photos, (str, os.PathLike)) else list(photos)
+        before = set(self.index.photos())
+        h5 = [p for p in photos if not isinstance(p, tuple) and os.fspath(p).lower().endswith(FEATURE_SUFFIXES)]
+        rest = [p for p in photos if p not in h5]
+        for p in h5:
+            add_to_index(self.index_dir, p)
+        self.failed = []
+        if rest:
+            items, self.failed = _extract_all(self.extractor, rest)
+            if items:
+                add_features_to_index(self.index_dir, items, self.extractor.resolved_conf())
+        self.index.refresh()
+        return sorted(set(self.index.photos()) - before)
+
+    def remove(self, names) -> list[str]:
+        """Remove photos by name (searches skip them at once; `delf index
+        compact` frees their bytes). Returns the names removed."""
+        from index import remove_from_index
+
+        names = [names] if isinstance(names, str) else list(names)
+        remove_from_index(self.index_dir, names)
+        self.index.refresh()
+        return names
+
+    def info(self) -> dict:
+        """Photos, descriptors, segments and bytes on disk (as `delf index info`)."""
+        from index import index_info
+
+        return index_info(self.index_dir)
+
+    # ------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _as_extractor(extractor):
+    from delf.conf import ExtractorConf
+    from delf.extractor import make_extractor
+
+    if extractor is None or isinstance(extractor, ExtractorConf):
+        return make_extractor(extractor)
+    return extractor
+
+
+def _extract_all(extractor, inputs) -> tuple[list, list]:
+    """([(name, Features)], ["path: problem"]) of every photo of ``inputs``; bad photos do not stop the batch."""
+    from delf.image import ImageError, list_images
+
+    items, failed = [], []
+    for path, name in list_images(inputs):
+        try:
+            items.append((name, extractor.extract(path)))
+        except (ImageError, FileNotFoundError) as exc:
+            failed.append(f"{path}: {getattr(exc, 'problem', None) or exc}")
+    return items, failed
+
+
+__all__ = ["Engine", "EngineConf"]

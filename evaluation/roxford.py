@@ -1,0 +1,217 @@
+"""`delf evaluate roxford`: retrieval quality on the Revisited Oxford protocol
+(and the database features and index that `delf evaluate reject` shares).
+
+Database features and the index are cached in a work folder keyed by the
+extractor conf, so that a second run (another threshold, another scoring of
+the queries, SIFT after DELF) costs only the queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from .metrics import evaluate_rankings, load_gnd, protocol
+
+
+def conf_key(resolved: dict) -> str:
+    return hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _log_default(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- database
+
+
+def oxford_layout(data: str) -> tuple[dict, str, str]:
+    gnd_path = os.path.join(data, "gnd.json")
+    jpg, queries = os.path.join(data, "jpg"), os.path.join(data, "queries")
+    for p in (jpg, queries):
+        if not os.path.isdir(p):
+            raise FileNotFoundError(f"{p}: no such folder (expected jpg/, queries/ and gnd.json in {data})")
+    return load_gnd(gnd_path), jpg, queries
+
+
+def database_features(jpg: str, names: list, work: str, extractor, db_features: str | None = None,
+                      progress: bool = True, log=_log_default) -> str:
+    """Path of a features file holding every database photo (extracted into the work folder when needed)."""
+    from delf.conf import describe_mismatch
+    from delf.extract import extract_to_h5
+    from delf.featio import FeatureFile
+
+    want = extractor.resolved_conf()
+    if db_features:
+        with FeatureFile(db_features) as ff:
+            diff = describe_mismatch(ff.conf, want)
+            if diff or ff.conf.get("scoring") != want.get("scoring"):
+                raise ValueError(f"{db_features}: made with another extractor conf than this run's "
+                                 f"({diff or 'scoring ' + repr(ff.conf.get('scoring'))}); drop --db-features "
+                                 f"or pass matching options")
+            missing = [n for n in names if f"{n}.jpg" not in ff]
+        if missing:
+            raise ValueError(f"{db_features}: lacks {len(missing)} database photo(s), e.g. {missing[0]}.jpg")
+        return db_features
+    path = os.path.join(work, f"db-{conf_key(want)}.h5")
+    items = [(os.path.join(jpg, f"{n}.jpg"), f"{n}.jpg") for n in names]
+    log(f"database features: {path}")
+    rep = extract_to_h5(items, path, extractor=extractor, progress=progress)
+    if rep.failed:
+        log(rep.summary())
+    return path
+
+
+def database_index(features: str, work: str, log=_log_default) -> str:
+    """An index of ``features`` in the work folder (built once, reused while the features file is unchanged)."""
+    from delf.featio import FeatureFile
+    from index import IndexConf, build_index, index_info
+
+    st = os.stat(features)
+    with FeatureFile(features) as ff:
+        key = conf_key({"conf": ff.conf, "photos": len(ff), "size": st.st_size, "path": os.path.abspath(features),
+                        "build": "one-thread"})
+    idx = os.path.join(work, f"index-{key}")
+    if os.path.isfile(os.path.join(idx, "manifest.json")):
+        try:
+            index_info(idx)
+            return idx
+        except (OSError, ValueError):
+            pass
+    log(f"building the index {idx} (once per database features file)")
+    t0 = time.perf_counter()
+    # One build thread: Annoy's multi-threaded builds differ from run to run, and with a handful of
+    # queries one photo's rank moves Hard mAP by many points; an evaluation must be reproducible.
+    build_index(idx, [features], IndexConf(build_threads=1), overwrite=True)
+    log(f"index built in {time.perf_counter() - t0:.0f} s")
+    return idx
+
+
+def crop_query(path: str, bbx) -> np.ndarray:
+    from delf.image import load_image
+
+    rgb = load_image(path)
+    h, w = rgb.shape[:2]
+    x1, y1 = max(int(np.floor(bbx[0])), 0), max(int(np.floor(bbx[1])), 0)
+    x2, y2 = min(int(np.ceil(bbx[2])), w), min(int(np.ceil(bbx[3])), h)
+    if x2 - x1 < 16 or y2 - y1 < 16:
+        raise ValueError(f"{path}: query box {list(bbx)} leaves less than 16x16 pixels")
+    return np.ascontiguousarray(rgb[y1:y2, x1:x2])
+
+
+def _full_ranking(index, feats, settings, answer, db_names: list) -> tuple[list, list]:
+    """(re-ranked, vote-only) rankings of every database photo (names without .jpg):
+    the verified candidates by (inliers, votes), then the rest by votes, then
+    the photos without a vote in database order."""
+    all_cands = index.search(feats, settings.search.replace(top_n=len(db_names)))
+    vote_order = [n[:-4] if n.endswith(".jpg") else n for n in all_cands.names]
+    head = [r.name[:-4] if r.name.endswith(".jpg") else r.name for r in answer.results]
+    seen = set(head)
+    rest = [n for n in vote_order if n not in seen]
+    seen |= set(rest)
+    tail = [n for n in db_names if n not in seen]
+    seen_v = set(vote_order)
+    return head + rest + tail, vote_order + [n for n in db_names if n not in seen_v]
+
+
+def skimage_verify_ms(answer) -> float:
+    """Time of DELF's own verification (scikit-image RANSAC: affine, 3 samples,
+    20 px, 1000 trials) on exactly the candidates ``answer`` verified."""
+    from skimage.measure import ransac as sk_ransac
+    from skimage.transform import AffineTransform
+
+    t0 = time.perf_counter()
+    for r in answer.results:
+        if not r.verified or len(r.query_xy) < 3:
+            continue
+        try:
+            sk_ransac((np.asarray(r.query_xy, np.float64), np.asarray(r.db_xy, np.float64)), AffineTransform,
+                      min_samples=3, residual_threshold=20.0, max_trials=1000, rng=0)
+        except ValueError:
+            pass
+    return (time.perf_counter() - t0) * 1000
+
+
+# ---------------------------------------------------------------- roxford
+
+
+def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, skimage_queries: int = 2,
+                     db_features: str | None = None, threshold: float | None = None, progress: bool = True,
+                     log=_log_default) -> dict:
+    """The engine on Revisited Oxford: mAP and mP@k, Medium and Hard, with and without re-ranking,
+    and per-query times (``evaluation.sift.evaluate_roxford_sift`` is the RootSIFT reference)."""
+    from delf.extractor import make_extractor
+    from engine import Engine
+
+    gnd, jpg, qdir = oxford_layout(data)
+    os.makedirs(work, exist_ok=True)
+    extractor = make_extractor(conf)
+    feats_path = database_features(jpg, gnd["database"], work, extractor, db_features, progress, log)
+    idx_path = database_index(feats_path, work, log)
+    rer, norr, per_query = {}, {}, []
+    t_search, t_verify, t_sk, t_extract = [], [], [], []
+    # All queries are extracted first: TensorFlow's worker threads keep spinning for a
+    # while after an extraction and would slow the search timed right after it.
+    query_feats = []
+    for q in gnd["queries"]:
+        name = q["query"]
+        t0 = time.perf_counter()
+        query_feats.append(extractor.extract(crop_query(os.path.join(qdir, f"{name}.jpg"), q["bbx"]), name))
+        t_extract.append((time.perf_counter() - t0) * 1000)
+    with Engine.open(idx_path, candidates=verify_top, threshold=threshold, extractor=extractor) as engine:
+        settings = engine.settings
+        for i, (q, feats) in enumerate(zip(gnd["queries"], query_feats)):
+            name = q["query"]
+            # Warm the kernels (Numba compile or cache load) outside the timings.
+            if i == 0:
+                engine.search(feats, name=name)
+            ans = engine.search(feats, name=name)
+            t_search.append(ans.search_ms)
+            t_verify.append(ans.verify_ms)
+            if i < skimage_queries:
+                t_sk.append(skimage_verify_ms(ans))
+            rer[name], norr[name] = _full_ranking(engine.index, feats, settings, ans, gnd["database"])
+            pos, junk = protocol(q, "medium")
+            top = next((r for r in ans.results if r.name[:-4] not in junk), None)
+            per_query.append({
+                "query": name, "features": len(feats), "decision": "match" if ans.match else "no match",
+                "confidence": round(ans.confidence, 4),
+                "top1": top.name[:-4] if top else None, "top1_positive": bool(top and top.name[:-4] in pos),
+                "top1_inliers": top.inliers if top else 0,
+                "search_ms": round(ans.search_ms, 2), "verify_ms": round(ans.verify_ms, 2),
+            })
+            log(f"{name}: {len(feats)} features, top-1 {per_query[-1]['top1']} ({per_query[-1]['top1_inliers']} "
+                f"inliers, confidence {ans.confidence:.3f}), search {ans.search_ms:.0f} ms, verify "
+                f"{ans.verify_ms:.0f} ms")
+    res = evaluate_rankings(gnd, rer)
+    nr = evaluate_rankings(gnd, norr)
+    for pq in per_query:
+        pq.update({f"ap_{s}": res["per_query"].get(pq["query"], {}).get(s, {}).get("ap") for s in ("medium", "hard")})
+        pq.update({f"ap_{s}_no_rerank": nr["per_query"].get(pq["query"], {}).get(s, {}).get("ap")
+                   for s in ("medium", "hard")})
+    timing = {"search": _mean(t_search), "verify": _mean(t_verify), "verify_skimage": _mean(t_sk),
+              "extract_query": _mean(t_extract)}
+    if t_sk:
+        mine = _mean(t_search[: len(t_sk)]) + _mean(t_verify[: len(t_sk)])
+        timing["skimage_queries"] = len(t_sk)
+        timing["speedup_vs_skimage"] = round((_mean(t_search[: len(t_sk)]) + _mean(t_sk)) / max(mine, 1e-9), 2)
+    return {
+        "method": "delf", "medium": res["medium"], "hard": res["hard"],
+        "no_rerank": {"medium": nr["medium"], "hard": nr["hard"]},
+        "timing_ms": timing, "per_query": per_query,
+        "setup": {"data": os.path.abspath(data), "database_photos": len(gnd["database"]),
+                  "queries": len(gnd["queries"]), "verify_top": verify_top, "features": feats_path,
+                  "index": idx_path, "extractor_conf": extractor.resolved_conf(),
+                  "threshold": settings.threshold},
+    }
+
+
+def _mean(v) -> float | None:
+    return round(float(np.mean(v)), 3) if len(v) else None
+
+
+__all__ = ["conf_key", "crop_query", "database_features", "database_index", "evaluate_roxford", "oxford_layout"]
