@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import need_data
-from tools.calibrate import CalibrationData, LabelledPhoto, collect, fit, null_confidences
+from engine.calibration import CalibrationData, LabelledPhoto, collect, fit, null_confidences
 from verify.confidence import feature_matrix
 
 
@@ -17,8 +17,8 @@ from verify.confidence import feature_matrix
 def collected(tmp_path_factory, small_conf):
     """Four Lund photos and two views each of two UKBench objects, searched as `delf calibrate` does."""
     from delf.extract import extract_to_h5
-    from tools.cmd_demo import sample_photos
-    from tools.searching import SearchSettings
+    from engine.demo import sample_photos
+    from engine.searching import SearchSettings
 
     work = tmp_path_factory.mktemp("calibrate")
     photos = [LabelledPhoto(p, f"lund/{i}.jpg", "lund") for i, p in enumerate(sample_photos()[:4])]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, need_data
-from tools.collection import CollectionConf, combine, group_photos, photo_items
-from tools.eval_collection import adjusted_rand_index, score
+from engine.collection import CollectionConf, combine, group_photos, photo_items
+from evaluation.collection import adjusted_rand_index, score
 
 # Files that must be identical between runs (report.json holds timings).
 OUTPUTS = ("edges.csv", "groups.csv", "graph.json", "verified.csv", "sheets/index.html")
@@ -108,7 +108,7 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(photos, small_conf):
-    from tools.collection import run_collection
+    from engine.collection import run_collection
 
     out = photos.parent / "ref"
     rep = run_collection([photos], out, extractor_conf=small_conf, progress=False)
@@ -153,7 +153,7 @@ def _wait_for(proc, cond, timeout=120.0) -> bool:
 
 
 def test_killed_and_resumed_run_equals_uninterrupted_run(photos, reference, small_conf):
-    from tools.collection import run_collection
+    from engine.collection import run_collection
 
     out = photos.parent / "killed"
     work = out / "work"
@@ -178,7 +178,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(photos, reference, smal
 def test_local_dask_cluster_equals_single_process(photos, reference, small_conf):
     from distributed import Client, LocalCluster
 
-    from tools.collection import run_collection
+    from engine.collection import run_collection
 
     out = photos.parent / "dask"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \

@@ -11,10 +11,13 @@ import sys
 import numpy as np
 import pytest
 
+from common.files import atomic_write_bytes
+
 from index import (Index, IndexConf, IndexFileError, IndexLockedError, SearchConf, add_to_index, build_index,
                    build_index_from_features, compact_index, index_info, remove_from_index)
 from index import store
 from index.store import WriterLock
+
 
 from .test_index_util import CONF, make_photos, noisy_query, write_features
 
@@ -173,9 +176,9 @@ def test_compact_everything_removed(tmp_path, two_files):
 
 
 def test_confs_reject_unknown_keys():
-    with pytest.raises(ValueError, match="unknown index conf keys: n_tree"):
+    with pytest.raises(ValueError, match="unknown IndexConf key.*n_tree"):
         IndexConf.from_dict({"n_tree": 3})
-    with pytest.raises(ValueError, match="unknown search conf keys: searchk"):
+    with pytest.raises(ValueError, match="unknown SearchConf key.*searchk"):
         SearchConf.from_dict({"searchk": 3})
     assert SearchConf.from_dict({"k": 4}).k == 4
     with pytest.raises(ValueError, match="mode"):
@@ -304,7 +307,7 @@ def test_reader_keeps_last_good_state(built):
     with Index(idx_dir) as idx:
         q = noisy_query(a["a/004.jpg"], 2)
         ref = idx.search(q)
-        store.atomic_write(os.path.join(idx_dir, "manifest.json"), b"{broken")
+        atomic_write_bytes(os.path.join(idx_dir, "manifest.json"), b"{broken")
         got = idx.search(q)
         assert got.names == ref.names and got.generation == ref.generation
 

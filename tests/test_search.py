@@ -15,7 +15,7 @@ from tests.conftest import need_data
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from tools.cmd_demo import run_demo
+    from engine.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     lines = []
@@ -46,7 +46,7 @@ def test_a_real_photo_of_another_place_is_rejected(demo):
     """A UKBench object photo against the Lund index: candidates get votes and a few inliers, no match."""
     from delf.extractor import make_extractor
     from index import Index
-    from tools.searching import SearchSettings, answer_query
+    from engine.searching import SearchSettings, answer_query
 
     photo = need_data("ukbench", "images", "ukbench00004.jpg")
     out, res, _ = demo
@@ -70,7 +70,7 @@ def test_answer_ranks_by_inliers_and_confidence_follows(demo):
 
 def test_search_cli_json_and_draw(demo, tmp_path):
     from tools.cli import main
-    from tools.cmd_demo import sample_photos
+    from engine.demo import sample_photos
 
     out, _, _ = demo
     photos = sample_photos()
@@ -99,7 +99,7 @@ def test_search_cli_bad_query_reported(demo, tmp_path, capsys):
 
 def test_search_cli_labels_predict_the_best_matchs_label(demo, tmp_path):
     from tools.cli import main
-    from tools.cmd_demo import sample_photos
+    from engine.demo import sample_photos
 
     out, res, _ = demo
     best = res["answers"]["lund_10.jpg"].best.name
@@ -122,7 +122,7 @@ def test_edge_keypoints_do_not_verify_unrelated_photos(tmp_path):
     left out (RerankConf.border). The real pair of the field keeps its inliers."""
     from delf.extractor import make_extractor
     from index import Index, IndexConf, build_index_from_features
-    from tools.searching import SearchSettings, answer_query
+    from engine.searching import SearchSettings, answer_query
     from verify.rerank import RerankConf
 
     field1 = need_data("wxbs", "WGALBS", "zanky", "01.jpg")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.revisited import average_precision, evaluate_rankings, positive_ranks, precision_at, protocol
+from evaluation.metrics import average_precision, evaluate_rankings, positive_ranks, precision_at, protocol
 from verify.confidence import FEATURES, Calibration, feature_matrix, fit_logistic
 from verify.rerank import rank_key
 
@@ -46,7 +46,7 @@ def test_medium_and_hard_protocols():
 
 
 def test_gap_by_hand():
-    from tools.evaluate import global_average_precision
+    from evaluation.metrics import global_average_precision
 
     # Sorted by confidence: correct(0.9), wrong not-a-landmark(0.8), correct(0.5), wrong landmark(0.1).
     preds = [(0.5, True, True), (0.9, True, True), (0.8, False, False), (0.1, False, True)]
@@ -121,12 +121,14 @@ def test_shipped_calibration_loads_and_was_not_fitted_on_oxford():
     assert not any("oxford" in s.lower() for s in cal.fitted_on.get("sources", []))
 
 
-def test_mutual_ratio_matches_by_hand():
-    from tools.evaluate import mutual_ratio_matches
+def test_sift_reference_matching_by_hand():
+    """The RootSIFT reference's matcher: mutual nearest neighbours with Lowe's ratio 0.8."""
+    from evaluation.sift import SIFT_RATIO
+    from verify.matching import match_descriptors
 
     d = np.eye(4, dtype=np.float32)
     q = np.array([[1, 0, 0, 0], [0.7, 0.7, 0, 0], [0, 0, 0.99, 0.14]], np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    m = mutual_ratio_matches(q, d)
+    m = match_descriptors(q, d, ratio=SIFT_RATIO, mutual=True).pairs
     # Query 0 matches 0 clearly; query 1 is ambiguous (ratio test fails); query 2 matches 2.
     assert m.tolist() == [[0, 0], [2, 2]]

@@ -14,7 +14,7 @@ from tests.conftest import SAMPLES, need_data
 @pytest.fixture(scope="module")
 def handful(tmp_path_factory):
     """Six UKBench photos of three objects, with a labels CSV."""
-    from delf.training.data import read_labels
+    from common.labels import labelled_photos
 
     root = need_data("ukbench")
     rows = list(csv.reader(open(root / "labels.csv")))[1:]
@@ -23,14 +23,14 @@ def handful(tmp_path_factory):
     labels = tmp_path_factory.mktemp("labels") / "labels.csv"
     with open(labels, "w", newline="") as f:
         csv.writer(f).writerows([["image", "object"]] + picked)
-    photos = read_labels(str(root / "images"), str(labels))
+    photos = labelled_photos(str(root / "images"), str(labels))
     assert len(photos) == 6 and len({p.label for p in photos}) == 3
     return photos
 
 
 def small_train_conf(**kw):
-    from delf.training.attention import TrainConf
-    from delf.training.data import AugmentConf
+    from engine.training.attention import TrainConf
+    from engine.training.data import AugmentConf
 
     base = dict(seed=3, epochs=6, batch_size=4, lr=1e-2, val_fraction=0.0,
                 augment=AugmentConf(copies=2, min_side=128, max_side=192))
@@ -44,7 +44,7 @@ def cache_dir(tmp_path_factory):
 
 
 def train(photos, out, cache_dir, backbone, curve=None, **kw):
-    from delf.training.attention import train_attention
+    from engine.training.attention import train_attention
 
     return train_attention(photos, str(out), cache_dir, small_train_conf(**kw), backbone=backbone,
                            curve=curve, progress=False, log=lambda m: None)
@@ -66,7 +66,7 @@ def test_training_lowers_the_loss_and_writes_loadable_weights(handful, cache_dir
     assert head.conv1_w.shape == (112, 512) and head.conv2_w.shape == (512, 1) and head.lognorm is None
     assert np.all(head.bn_var > 0)
     # The attention itself was trained, not only the classifier behind it.
-    from delf.training.attention import _init_params
+    from engine.training.attention import _init_params
 
     init = _init_params(np.random.default_rng(np.random.SeedSequence([3, 1])), 112, 3)
     assert np.abs(head.conv2_w - init["conv2_w"]).max() > 1e-3
@@ -91,7 +91,7 @@ def test_same_seed_same_weights_and_resume_matches(handful, cache_dir, small_ext
         np.testing.assert_array_equal(getattr(ha, k), getattr(hb, k))
     # A run of 2 epochs resumed to 3 ends where the straight run did.
     ckpt = str(tmp_path / "c.ckpt.npz")
-    from delf.training.attention import train_attention
+    from engine.training.attention import train_attention
 
     train_attention(handful, str(c), cache_dir, small_train_conf(epochs=2), backbone=bb, checkpoint=ckpt,
                     progress=False, log=lambda m: None)
@@ -106,32 +106,32 @@ def test_same_seed_same_weights_and_resume_matches(handful, cache_dir, small_ext
 
 
 def test_labels_errors_name_the_file(tmp_path):
-    from delf.training.data import read_labels
+    from common.labels import labelled_photos
 
     images = need_data("ukbench", "images")
     bad = tmp_path / "labels.csv"
     bad.write_text("image,object\nno_such_photo.jpg,object00\n")
     with pytest.raises(FileNotFoundError, match="no_such_photo.jpg"):
-        read_labels(str(images), str(bad))
+        labelled_photos(str(images), str(bad))
     bad.write_text("ukbench00000.jpg\n")
     with pytest.raises(ValueError, match="labels.csv"):
-        read_labels(str(images), str(bad))
+        labelled_photos(str(images), str(bad))
     with pytest.raises(FileNotFoundError, match="missing.csv"):
-        read_labels(str(images), str(tmp_path / "missing.csv"))
+        labelled_photos(str(images), str(tmp_path / "missing.csv"))
 
 
 def test_folders_as_classes():
-    from delf.training.data import read_labels
+    from common.labels import labelled_photos
 
     wxbs = need_data("wxbs")
-    photos = read_labels(str(wxbs), "folders")
+    photos = labelled_photos(str(wxbs), "folders")
     assert {p.label for p in photos if p.label.endswith("kremlin")} == {"WGABS/kremlin"}
     assert len({p.label for p in photos}) == 33
 
 
 def test_feature_map_cache_rebuilds_the_extractors_features(small_extractor, tmp_path):
     from delf.featio import FeatureFile
-    from delf.training.fmaps import FeatureMapCache, cached_maps, features_from_cache
+    from engine.training.fmaps import FeatureMapCache, cached_maps, features_from_cache
 
     ex = small_extractor
     path = str(SAMPLES / "lund_02.jpg")
@@ -160,7 +160,7 @@ def test_feature_map_cache_rebuilds_the_extractors_features(small_extractor, tmp
 
 
 def test_survival_labels_follow_the_true_homography(handful, cache_dir, small_extractor):
-    from delf.training.data import AugmentedMaps, survival_labels
+    from engine.training.data import AugmentedMaps, survival_labels
 
     conf = small_train_conf()
     store = AugmentedMaps(cache_dir, "lite0", None, conf.augment, conf.seed)
@@ -204,7 +204,7 @@ def test_shipped_head_predicts_which_cells_survive_a_warp(small_extractor):
 
     from delf.attention import AttentionHead, default_head_path
     from delf.extractor import Extractor
-    from delf.training.data import AugmentConf, augment, survival_labels
+    from engine.training.data import AugmentConf, augment, survival_labels
 
     head = AttentionHead.load(default_head_path("lite0"))
     bb = small_extractor.backbone
@@ -250,10 +250,10 @@ def test_head_without_norm_input_scores_direction_only(handful, cache_dir, small
 @pytest.fixture(scope="module")
 def scenes():
     """Three photos of the Strecha castle courtyard (its fountain), two of the Herz-Jesu church."""
-    from delf.training.data import read_labels
+    from common.labels import labelled_photos
 
     root = need_data("landmarks")
-    photos = read_labels(str(root / "images"), str(root / "labels.csv"))
+    photos = labelled_photos(str(root / "images"), str(root / "labels.csv"))
     pick = [p for p in photos if p.label == "castle"][:3] + [p for p in photos if p.label == "herzjesu"][:2]
     assert len(pick) == 5
     return pick
@@ -264,8 +264,8 @@ def test_inlier_evidence_follows_the_true_geometry(small_extractor):
     the cells counted as seen are those the true homography keeps inside the
     copy, and the inlier cells sit where it says; a photo of another scene
     only adds false matches."""
-    from delf.training.data import AugmentConf, augment
-    from delf.training.inliers import PairConf, gather_evidence, photo_cells
+    from engine.training.data import AugmentConf, augment
+    from engine.training.inliers import PairConf, gather_evidence, photo_cells
 
     ex = small_extractor
     rgb = ex.load(str(SAMPLES / "lund_01.jpg"))
@@ -301,8 +301,8 @@ def test_inlier_evidence_follows_the_true_geometry(small_extractor):
 
 def test_inliers_objective_trains_and_is_deterministic(scenes, small_extractor, small_conf, tmp_path):
     from delf.attention import AttentionHead
-    from delf.training.attention import train_attention
-    from delf.training.inliers import PairConf
+    from engine.training.attention import train_attention
+    from engine.training.inliers import PairConf
 
     conf = small_train_conf(objective="inliers", epochs=5, batch_size=2, norm_input=True,
                             pairs=PairConf(cells=500, min_inliers=8))

@@ -76,7 +76,7 @@ def test_delf_match_user_errors(tmp_path, capsys):
 
 
 def test_bench_pairs_and_errors():
-    from tools import bench_ransac as B
+    from evaluation import bench_ransac as B
 
     pairs = B.load_pairs(str(need_data()))
     kinds = [p["kind"] for p in pairs]
@@ -95,7 +95,7 @@ def test_bench_pairs_and_errors():
 
 
 def test_bench_ransac_runs_on_two_pairs(tmp_path):
-    from tools import bench_ransac as B
+    from evaluation import bench_ransac as B
 
     result = B.bench_ransac(str(need_data()), repeats=1, log=lambda m: None, only=("leuven/1-2", "WLABS/kpi"),
                             synthetic=2)
@@ -126,7 +126,7 @@ def test_bench_ransac_runs_on_two_pairs(tmp_path):
 
 
 def test_fit_rms_by_hand():
-    from tools import bench_ransac as B
+    from evaluation import bench_ransac as B
 
     rng = np.random.default_rng(0)
     h = np.array([[1.1, 0.05, 10.0], [-0.02, 0.95, 5.0], [1e-4, 0.0, 1.0]])
@@ -147,7 +147,7 @@ def test_fit_rms_by_hand():
 def test_synthetic_pairs_are_exact_and_seeded():
     import cv2
 
-    from tools import bench_ransac as B
+    from evaluation import bench_ransac as B
 
     data = str(need_data())
     a, b = B.synthetic_pairs(data, 2, seed=3), B.synthetic_pairs(data, 2, seed=3)

@@ -120,7 +120,7 @@ def test_real_rootsift_matches_agree_with_ground_truth():
 
 def test_draw_matches_png_round_trip(tmp_path):
     cv2 = pytest.importorskip("cv2")
-    from tools.common import write_png
+    from common.files import write_png
     from verify.draw import draw_matches, read_image
 
     a = np.zeros((40, 60, 3), np.uint8)
