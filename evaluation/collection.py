@@ -17,7 +17,7 @@ def collection_inputs(data: str) -> tuple[list, dict]:
     """(path, name) of every photo of the evaluation sets and {name: label}."""
     from delf.image import list_images
 
-    from engine.searching import load_labels
+    from common.labels import load_labels
 
     items, labels = [], {}
     for folder, _column in SETS:

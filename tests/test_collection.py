@@ -55,6 +55,18 @@ def test_edge_confidence_is_the_better_direction():
     assert combine([None, 0.5, -1, 12]) == (0.5, 12)
 
 
+def test_evaluation_inputs_carry_one_label_per_place():
+    """`delf evaluate collection` reads landmarks/ and ukbench/ with their labels files as given:
+    Strecha's entry, fountain and castle photos are one place."""
+    from evaluation.collection import collection_inputs
+
+    items, labels = collection_inputs(str(need_data()))
+    assert len(items) == len(labels) == 202
+    assert labels["landmarks/images/strecha_entry-P10_0000.jpg"] == labels[
+        "landmarks/images/strecha_fountain-P11_0000.jpg"] == "landmarks:castle"
+    assert len({v for v in labels.values() if v.startswith("ukbench:")}) == 14
+
+
 def test_adjusted_rand_index_by_hand():
     assert adjusted_rand_index([0, 0, 1, 1], [5, 5, 7, 7]) == pytest.approx(1.0)
     # scikit-learn's documented example: index 1, expected 2 * 1 / 6, max 1.5.
