@@ -29,6 +29,15 @@ def modules(root: Path, packages=LAYERS) -> dict[str, Path]:
     return out
 
 
+def from_module(name: str, is_pkg: bool, node: ast.ImportFrom) -> str:
+    """The absolute module a `from ... import` in module ``name`` reads from."""
+    if not node.level:
+        return node.module or ""
+    base = name.split(".") if is_pkg else name.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports(name: str, path: Path, known: dict) -> set[str]:
     """Project modules that ``name`` imports anywhere in its file."""
     is_pkg = path.name == "__init__.py"
@@ -38,12 +47,7 @@ def imports(name: str, path: Path, known: dict) -> set[str]:
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = name.split(".") if is_pkg else name.split(".")[:-1]
-                base = base[: len(base) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
+            mod = from_module(name, is_pkg, node)
             # `from pkg import sub` imports the module pkg.sub when there is one.
             targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in known else mod for a in node.names]
         else:
@@ -137,12 +141,7 @@ def test_every_project_import_resolves():
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.ImportFrom):
                 continue
-            if node.level:
-                base = name.split(".") if is_pkg else name.split(".")[:-1]
-                base = base[: len(base) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
+            mod = from_module(name, is_pkg, node)
             if mod.split(".")[0] not in LAYERS:
                 continue
             m = importlib.import_module(mod)
