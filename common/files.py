@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -35,8 +36,14 @@ def atomic_write_bytes(path, data: bytes, durable: bool = False) -> None:
     the return keeps the new file (the index manifest needs this)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + os.path.basename(path) + "-", dir=directory)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "a folder, where a file is expected", path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + os.path.basename(path) + "-", dir=directory)
+    except OSError as exc:
+        # Name the file the user asked for, not our temporary one.
+        raise type(exc)(exc.errno, exc.strerror, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -53,6 +60,46 @@ def atomic_write_bytes(path, data: bytes, durable: bool = False) -> None:
         raise
     if durable:
         fsync_dir(directory)
+
+
+def check_writable(path) -> None:
+    """Refuse, before any work, an output that cannot be written: the nearest
+    existing folder at or above ``path`` must take a new file (probed with one,
+    since root ignores permission bits but not read-only or immutable folders);
+    a file in the way of a folder is named."""
+    given = os.fspath(path)
+    path = os.path.abspath(given)
+    folder = path
+    while not os.path.exists(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    if not os.path.isdir(folder):
+        if folder == path:
+            folder = os.path.dirname(path)  # an existing file to replace: its folder must take a new one
+        else:
+            raise NotADirectoryError(errno.ENOTDIR, "a file, where a folder is expected", os.path.relpath(folder))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=TMP_PREFIX + "probe-", dir=folder)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, given) from None
+    os.close(fd)
+    os.remove(probe)
+
+
+def sweep_tmp(folder) -> list[str]:
+    """Remove the temporary files that a killed atomic write left in ``folder`` (not below it).
+    Only for a folder that one writer owns: another writer's file in flight would go too."""
+    folder = os.fspath(folder)
+    gone = []
+    if os.path.isdir(folder):
+        for entry in os.listdir(folder):
+            p = os.path.join(folder, entry)
+            if entry.startswith(TMP_PREFIX) and os.path.isfile(p):
+                os.remove(p)
+                gone.append(p)
+    return gone
 
 
 def write_json(path, obj) -> None:
@@ -84,5 +131,5 @@ def sha256_text(text: str, length: int | None = None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-__all__ = ["TMP_PREFIX", "atomic_write_bytes", "fsync_dir", "fsync_file", "sha256_file", "sha256_text", "write_json",
+__all__ = ["TMP_PREFIX", "atomic_write_bytes", "check_writable", "sweep_tmp", "fsync_dir", "fsync_file", "sha256_file", "sha256_text", "write_json",
            "write_png"]

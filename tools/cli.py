@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Top-level subcommands, in the order `delf --help` lists them.
@@ -38,12 +39,15 @@ BENCH_MODULES = [
 ]
 
 
-class UserError(Exception):
-    """An error caused by the user's input: printed without a traceback."""
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (a bad option is an ordinary mistake too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="delf",
         description="Landmark retrieval engine: attentive local features, Annoy index, RANSAC verification.",
     )
@@ -54,17 +58,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options that name something a command writes (a file or a folder).
+OUTPUT_OPTIONS = ("out", "json", "json_out", "draw", "report", "curve", "checkpoint", "work", "cache")
+# `delf index ACTION INDEX` writes to INDEX for these actions.
+INDEX_WRITES = ("build", "add", "remove", "compact")
+
+
+def outputs(args) -> list[str]:
+    """What the parsed command will write: checked before any work starts."""
+    out = [getattr(args, k) for k in OUTPUT_OPTIONS if isinstance(getattr(args, k, None), str)]
+    if getattr(args, "index_command", None) in INDEX_WRITES:
+        out.append(args.index)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    from common.errors import user_message
+    from common.files import check_writable
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = " ".join(v for v in (args.command, getattr(args, "index_command", None),
+                                   getattr(args, "evaluation", None), getattr(args, "bench", None)) if v)
     try:
+        for path in outputs(args):
+            check_writable(path)
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as exc:
-        print(f"delf {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print(f"delf {args.command}: interrupted", file=sys.stderr)
+        print(f"delf {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`delf index info IDX | head -3`): say so once, on stderr,
+        # and keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"delf {command}: error: <stdout>: closed before all the output was written", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - anticipated failures become one line, bugs keep their traceback
+        message = user_message(exc)
+        if message is None:
+            raise
+        print(f"delf {command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
