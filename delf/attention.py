@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import zipfile
+
 import numpy as np
 
 BN_EPS = 1e-3
@@ -63,7 +65,7 @@ class AttentionHead:
             with np.load(path) as z:
                 extra = {"lognorm": z["lognorm"].astype(np.float32)} if "lognorm" in z.files else {}
                 head = cls(**{k: z[k].astype(np.float32) for k in _KEYS}, **extra)
-        except (KeyError, OSError, ValueError) as exc:
+        except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not an attention-head weights file ({exc})") from exc
         if head.lognorm is not None and (head.lognorm.shape != (2,) or not head.lognorm[1] > 0):
             raise ValueError(f"{path}: lognorm must be (mean, std > 0), got {head.lognorm.tolist()}")

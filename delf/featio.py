@@ -45,21 +45,36 @@ def _list_images(f: h5py.File) -> list[str]:
     return sorted(names)
 
 
-def _read_group(g: h5py.Group) -> Features:
-    return Features(
-        locations=g["locations"][()].astype(np.float32),
-        descriptors=g["descriptors"][()].astype(np.float32),
-        scales=g["scales"][()],
-        scores=g["scores"][()],
-        image_size=tuple(int(v) for v in g.attrs["image_size"]),
-    )
+def _read_group(g: h5py.Group, path: str, name: str) -> Features:
+    """One photo's Features; a missing or damaged dataset, or NaN / infinite
+    values, is a FeatureFileError naming the file and the photo."""
+    try:
+        feats = Features(
+            locations=g["locations"][()].astype(np.float32),
+            descriptors=g["descriptors"][()].astype(np.float32),
+            scales=g["scales"][()],
+            scores=g["scores"][()],
+            image_size=tuple(int(v) for v in g.attrs["image_size"]),
+        )
+    except (KeyError, OSError, RuntimeError, TypeError, ValueError) as exc:
+        raise FeatureFileError(f"{path}: photo {name!r} cannot be read ({_one_line(exc)}); the file is damaged") \
+            from None
+    if not (np.isfinite(feats.locations).all() and np.isfinite(feats.descriptors).all()):
+        raise FeatureFileError(f"{path}: photo {name!r} has NaN or infinite values")
+    return feats
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _open_h5(path: str, mode: str) -> h5py.File:
     try:
         return h5py.File(path, mode)
+    except IsADirectoryError:
+        raise
     except OSError as exc:
-        raise FeatureFileError(f"{path}: not a readable features file ({exc})") from exc
+        raise FeatureFileError(f"{path}: not a readable features file ({_one_line(exc)})") from None
 
 
 def _check_version(f: h5py.File, path: str) -> None:
@@ -77,12 +92,20 @@ class FeatureFile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
+        if os.path.isdir(self.path):
+            raise IsADirectoryError(f"{self.path}: a folder, not a features file")
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"{self.path}: no such features file")
         self._f = _open_h5(self.path, "r")
-        _check_version(self._f, self.path)
-        self.conf: dict = json.loads(self._f.attrs.get("extractor_conf", "{}"))
-        self.names: list[str] = _list_images(self._f)
+        try:
+            _check_version(self._f, self.path)
+            self.conf: dict = json.loads(self._f.attrs.get("extractor_conf", "{}"))
+            self.names: list[str] = _list_images(self._f)
+        except (KeyError, OSError, RuntimeError, TypeError, ValueError) as exc:
+            self._f.close()
+            if isinstance(exc, FeatureFileError):
+                raise
+            raise FeatureFileError(f"{self.path}: not a readable features file ({_one_line(exc)})") from None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -91,9 +114,13 @@ class FeatureFile:
         return name in self._f and "image_size" in self._f[name].attrs
 
     def __getitem__(self, name: str) -> Features:
-        if name not in self:
+        try:
+            present = name in self
+        except (KeyError, OSError, RuntimeError) as exc:
+            raise FeatureFileError(f"{self.path}: photo {name!r} cannot be read ({_one_line(exc)})") from None
+        if not present:
             raise KeyError(f"{self.path}: no image named {name!r}")
-        return _read_group(self._f[name])
+        return _read_group(self._f[name], self.path, name)
 
     def items(self):
         for name in self.names:
@@ -119,6 +146,8 @@ class FeatureWriter:
 
     def __init__(self, path: str | os.PathLike, conf: dict, float16: bool = False):
         self.path = os.fspath(path)
+        if os.path.isdir(self.path):
+            raise IsADirectoryError(f"{self.path}: a folder, where a features file is expected")
         self.partial = self.path + ".partial"
         self.conf = conf
         self.float16 = float16
@@ -179,7 +208,17 @@ class FeatureWriter:
         g.attrs["image_size"] = np.asarray(feats.image_size, dtype=np.int64)
         self._f.flush()
 
+    def discard(self) -> None:
+        """Leave no file behind: nothing was written that the user asked for (the target is untouched)."""
+        if self._f.id.valid:
+            self._f.close()
+        if os.path.exists(self.partial):
+            os.remove(self.partial)
+        self._discarded = True
+
     def close(self, commit: bool = True) -> None:
+        if getattr(self, "_discarded", False):
+            return
         if self._f.id.valid:
             self._f.flush()
             self._f.close()

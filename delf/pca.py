@@ -6,6 +6,8 @@ import io
 import os
 from dataclasses import dataclass
 
+import zipfile
+
 import numpy as np
 
 PCA_FORMAT_VERSION = 1
@@ -83,7 +85,7 @@ class PCA:
                 if version != PCA_FORMAT_VERSION:
                     raise ValueError(f"{path}: PCA format version {version}, expected {PCA_FORMAT_VERSION}")
                 return cls(z["mean"], z["components"], z["variances"], bool(z["whiten"]))
-        except (KeyError, OSError, ValueError) as exc:
+        except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             if isinstance(exc, ValueError) and "format version" in str(exc):
                 raise
             raise ValueError(f"{path}: not a PCA file of this engine ({exc})") from exc

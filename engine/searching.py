@@ -10,6 +10,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from index import SearchConf
 from verify.confidence import Calibration
 from verify.rerank import Answer, RerankConf, rerank
@@ -46,6 +48,8 @@ def answer_query(index, feats, name: str = "", settings: SearchSettings | None =
     s = settings or SearchSettings()
     if s.search is None or s.calibration is None or s.threshold is None:
         s = s.resolved()
+    if not (np.isfinite(feats.descriptors).all() and np.isfinite(feats.locations).all()):
+        raise ValueError(f"{name or 'query'}: its features hold NaN or infinite values; re-extract the photo")
     t0 = time.perf_counter()
     cands = index.search(feats, s.search, query_conf=query_conf, exclude=exclude)
     search_ms = (time.perf_counter() - t0) * 1000
@@ -80,7 +84,7 @@ def query_items(inputs, extractor_factory):
     .h5/.hdf5 files give every photo they hold. A bad photo yields its error
     instead of stopping the batch."""
     from delf.featio import FeatureFile
-    from delf.image import ImageError, list_images
+    from delf.image import ImageError, list_images, problem_of
 
     extractor = None
     for item in inputs:
@@ -96,7 +100,7 @@ def query_items(inputs, extractor_factory):
             try:
                 yield name, extractor.extract(path), None, extractor.resolved_conf()
             except (ImageError, FileNotFoundError) as exc:
-                yield name, None, f"{path}: {getattr(exc, 'problem', None) or exc}", None
+                yield name, None, f"{path}: {problem_of(exc, path)}", None
 
 
 def format_answer(ans: Answer, top: int) -> list[str]:
