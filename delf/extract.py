@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .conf import ExtractorConf
 from .featio import FeatureWriter
-from .image import ImageError, list_images
+from .image import ImageError, list_images, problem_of
 
 
 @dataclass
@@ -19,12 +19,12 @@ class ExtractReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, problem)
     seconds: float = 0.0
 
-    def summary(self) -> str:
+    def summary(self, with_failures: bool = True) -> str:
         lines = [
             f"{self.out}: {len(self.extracted)} extracted, {len(self.skipped)} already there, "
             f"{len(self.failed)} failed ({self.seconds:.1f} s)"
         ]
-        if self.failed:
+        if self.failed and with_failures:
             lines.append("photos that could not be used:")
             lines += [f"  {path}: {problem}" for path, problem in self.failed]
         return "\n".join(lines)
@@ -64,14 +64,16 @@ def extract_to_h5(
             else:
                 todo.append((path, name))
         compute = compute or (lambda path, name: extractor.extract(path))
-        bar = tqdm(todo, desc=desc, unit="photo", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(todo, desc=desc, unit="photo", disable=None if progress else True, dynamic_ncols=True)
         for path, name in bar:
             try:
                 feats = compute(path, name)
             except (ImageError, FileNotFoundError) as exc:
-                report.failed.append((path, getattr(exc, "problem", None) or str(exc)))
+                report.failed.append((path, problem_of(exc, path)))
                 continue
             writer.write(name, feats)
             report.extracted.append(name)
+        if not report.extracted and not report.skipped and not os.path.exists(out):
+            writer.discard()  # only bad photos: no empty features file
     report.seconds = time.perf_counter() - t0
     return report

@@ -39,6 +39,13 @@ class ImageError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+def problem_of(exc: Exception, path: str) -> str:
+    """What is wrong with the photo at ``path``, without repeating its path."""
+    text = getattr(exc, "problem", None) or str(exc)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
 def _to_rgb_uint8(im, path) -> np.ndarray:
     from PIL import Image
 
@@ -125,6 +132,13 @@ def as_rgb(image, name: str = "<array>", min_side: int = MIN_SIDE) -> np.ndarray
     if min(arr.shape[:2]) < min_side:
         raise ImageError(name, f"too small ({arr.shape[1]}x{arr.shape[0]}); needs at least {min_side} px per side")
     return np.ascontiguousarray(arr)
+
+
+def require_inputs(inputs) -> None:
+    """Refuse a photo, folder or list given by name that does not exist (before any work starts)."""
+    for item in inputs:
+        if not isinstance(item, tuple) and not os.path.exists(os.fspath(item)):
+            raise FileNotFoundError(f"{os.fspath(item)}: no such photo or folder")
 
 
 def list_images(inputs) -> list[tuple[str, str]]:

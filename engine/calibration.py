@@ -138,7 +138,7 @@ def collect(photos: list[LabelledPhoto], features_path: str, work: str, settings
     ex = {"loo": ([], [], [], []), "null": ([], [], [], [])}  # features, labels, inliers, query rows
     n_null = 0
     with Index(idx_dir) as index:
-        for qi, p in enumerate(tqdm(photos, desc="calibrate", unit="query", disable=not progress)):
+        for qi, p in enumerate(tqdm(photos, desc="calibrate", unit="query", disable=None if progress else True)):
             searches = [("loo", (p.name,))]
             place = by_label[p.label]
             if not_a_match and len(place) < len(photos):

@@ -36,7 +36,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from common.files import sha256_file, sha256_text
+from common.files import sha256_file, sha256_text, sweep_tmp
 
 FORMAT = "delf-collection"
 VERSION = 1
@@ -125,7 +125,7 @@ def photo_items(inputs) -> list[tuple[str, str]]:
     """(path, name) of every photo: one folder gives names relative to it;
     several folders give names prefixed with each folder's base name; files
     and (path, name) tuples as ``delf.image.list_images`` takes them."""
-    from delf.image import list_images
+    from delf.image import list_images, require_inputs
 
     inputs = list(inputs)
     folders = [i for i in inputs if not isinstance(i, tuple) and os.path.isdir(os.fspath(i))]
@@ -138,9 +138,7 @@ def photo_items(inputs) -> list[tuple[str, str]]:
             else:
                 expanded.append(item)
         inputs = expanded
-    for item in inputs:
-        if not isinstance(item, tuple) and not os.path.exists(os.fspath(item)):
-            raise FileNotFoundError(f"{os.fspath(item)}: no such photo or folder")
+    require_inputs(inputs)
     items = list_images(inputs)
     if not items:
         raise ValueError(f"no photos found in {', '.join(str(i) for i in inputs)}")
@@ -208,13 +206,13 @@ def _extractor(conf):
 
 def extract_task(path: str, name: str, conf):
     """(name, Features or None, problem or None, resolved conf): pure, so a retry is harmless."""
-    from delf.image import ImageError
+    from delf.image import ImageError, problem_of
 
     ex = _extractor(conf)
     try:
         return name, ex.extract(path), None, ex.resolved_conf()
     except (ImageError, FileNotFoundError) as exc:
-        return name, None, getattr(exc, "problem", None) or str(exc), ex.resolved_conf()
+        return name, None, problem_of(exc, path), ex.resolved_conf()
 
 
 def query_task(work: str, name: str, settings, fingerprint: str, index_key: str) -> str:
@@ -254,7 +252,7 @@ def _run_tasks(client, fn, args_list, window: int, desc: str, progress: bool):
     most ``window`` tasks per worker in flight (the client's memory stays bounded)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(args_list), desc=desc, unit="photo", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(args_list), desc=desc, unit="photo", disable=None if progress else True, dynamic_ncols=True)
     try:
         if client is None:
             for args in args_list:
@@ -463,7 +461,7 @@ def _write_sheets(out: str, groups, paths: dict, edge_rows: list, dup_of: dict, 
              "vertical-align:top;font-size:11px;word-break:break-all}img{max-width:200px;max-height:160px}"
              "td{padding:0 6px;font-size:12px}</style>")
     index_rows = []
-    for gi, g in enumerate(tqdm(multi, desc="sheets", unit="group", disable=not progress, dynamic_ncols=True)):
+    for gi, g in enumerate(tqdm(multi, desc="sheets", unit="group", disable=None if progress else True, dynamic_ncols=True)):
         fn = f"group_{gi:04d}.html"
         figs = []
         for n in g:
@@ -520,7 +518,10 @@ def run_collection(inputs, out: str, conf: CollectionConf | None = None, extract
     out = os.fspath(out)
     # Absolute: Dask workers may run in another folder.
     work = os.path.abspath(os.fspath(work) if work else os.path.join(out, "work"))
+    photo_items(inputs)  # refuse missing inputs before anything is written
     os.makedirs(os.path.join(work, "queries"), exist_ok=True)
+    for folder in (out, work, os.path.join(work, "queries")):
+        sweep_tmp(folder)  # what a killed run's atomic writes left
     rep = CollectionReport(out=out)
     sec = rep.seconds
     settings = SearchSettings(search=search_conf, rerank=RerankConf(verify_top=conf.verify_top),
@@ -535,7 +536,7 @@ def run_collection(inputs, out: str, conf: CollectionConf | None = None, extract
 
     first_of: dict = {}
     dup_of: dict = {}
-    for p, n in tqdm(items, desc="hash", unit="photo", disable=not progress, dynamic_ncols=True):
+    for p, n in tqdm(items, desc="hash", unit="photo", disable=None if progress else True, dynamic_ncols=True):
         h = _sha256_or_none(p)
         if h is None:
             continue

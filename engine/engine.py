@@ -256,14 +256,14 @@ def _as_extractor(extractor):
 
 def _extract_all(extractor, inputs) -> tuple[list, list]:
     """([(name, Features)], ["path: problem"]) of every photo of ``inputs``; bad photos do not stop the batch."""
-    from delf.image import ImageError, list_images
+    from delf.image import ImageError, list_images, problem_of
 
     items, failed = [], []
     for path, name in list_images(inputs):
         try:
             items.append((name, extractor.extract(path)))
         except (ImageError, FileNotFoundError) as exc:
-            failed.append(f"{path}: {getattr(exc, 'problem', None) or exc}")
+            failed.append(f"{path}: {problem_of(exc, path)}")
     return items, failed
 
 

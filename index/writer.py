@@ -9,6 +9,7 @@ A writer killed at any point therefore leaves the last committed state.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -225,7 +226,18 @@ def build_index_from_features(index_dir: str | os.PathLike, items, extractor_con
 
 def _build(index_dir: str, fill, conf: IndexConf | None, overwrite: bool, source: str) -> dict:
     conf = conf or IndexConf()
+    created = not os.path.exists(index_dir)
     os.makedirs(index_dir, exist_ok=True)
+    try:
+        _build_locked(index_dir, fill, conf, overwrite, source)
+    except BaseException:
+        if created:  # a failed first build leaves nothing behind (not even the folder and its LOCK)
+            shutil.rmtree(index_dir, ignore_errors=True)
+        raise
+    return index_info(index_dir)
+
+
+def _build_locked(index_dir: str, fill, conf: IndexConf, overwrite: bool, source: str) -> None:
     with WriterLock(index_dir, conf.lock_timeout):
         old = None
         if os.path.exists(store.manifest_path(index_dir)):
@@ -251,7 +263,6 @@ def _build(index_dir: str, fill, conf: IndexConf | None, overwrite: bool, source
             manifest["generation"] = old["generation"]
         manifest["segments"].append(batch.write_segment(index_dir, manifest, conf))
         _commit(index_dir, manifest)
-    return index_info(index_dir)
 
 
 def add_to_index(index_dir: str | os.PathLike, feature_file: str | os.PathLike,

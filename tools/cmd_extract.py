@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .confargs import add_conf_args, conf_from_args
+from .confargs import add_conf_args, conf_from_args, report_batch
 
 
 def register(sub) -> None:
@@ -22,5 +22,4 @@ def run(args) -> int:
 
     report = extract_to_h5(args.inputs, args.out, conf_from_args(args), float16=args.float16,
                            progress=not args.quiet)
-    print(report.summary())
-    return 1 if report.failed and not report.extracted and not report.skipped else 0
+    return report_batch(report)

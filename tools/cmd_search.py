@@ -73,7 +73,7 @@ def run(args) -> int:
     answers, failed = [], []
     for name, ans, error in engine.search_many(args.queries):
         if error:
-            print(f"{name}: skipped: {error}", file=sys.stderr)
+            print(error, file=sys.stderr)
             failed.append({"query": name, "error": error})
             continue
         answers.append(ans)
@@ -89,11 +89,10 @@ def run(args) -> int:
             out["queries"].append(d)
         out["failed"] = failed
         write_json(args.json, out)
-    if failed:
-        print(f"{len(failed)} quer{'y' if len(failed) == 1 else 'ies'} could not be used:", file=sys.stderr)
-        for f in failed:
-            print(f"  {f['error']}", file=sys.stderr)
-    return 1 if failed and not answers else 0
+    if failed and answers:
+        print(f"{len(failed)} of {len(failed) + len(answers)} queries could not be used (listed above)",
+              file=sys.stderr)
+    return 2 if failed and not answers else 0
 
 
 def _draw(ans, args) -> None:

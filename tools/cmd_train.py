@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .confargs import add_conf_args, conf_from_args
+from .confargs import add_conf_args, conf_from_args, report_batch
 
 
 def register(sub) -> None:
@@ -132,10 +132,10 @@ def run_fmaps(args) -> int:
     from engine.training.fmaps import fill_cache
 
     cache, done, failed = fill_cache(args.inputs, args.cache, conf_from_args(args), progress=not args.quiet)
-    print(f"{cache.dir}: {len(done)} photos cached, {len(failed)} failed")
     for path, problem in failed:
-        print(f"  {path}: {problem}")
-    return 0 if done else 1
+        print(f"{path}: {problem}", file=sys.stderr)
+    print(f"{cache.dir}: {len(done)} photos cached, {len(failed)} failed")
+    return 0 if done or not failed else 2
 
 
 def run_features(args) -> int:
@@ -143,5 +143,4 @@ def run_features(args) -> int:
 
     report = features_from_cache(args.inputs, args.cache, args.out, conf_from_args(args), float16=args.float16,
                                  progress=not args.quiet)
-    print(report.summary())
-    return 0 if (report.extracted or report.skipped) else 1
+    return report_batch(report)

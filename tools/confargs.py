@@ -34,3 +34,15 @@ def conf_from_args(args) -> ExtractorConf:
     if getattr(args, "pca", None) is not None:
         changes["pca"] = None if args.pca.lower() == "none" else args.pca
     return conf.replace(**changes) if changes else conf
+
+
+def report_batch(report, file=None) -> int:
+    """Print an extraction batch's result: each photo that could not be used on
+    one line of stderr, the counts on stdout. Exit status 2 when nothing usable
+    came out of the batch, else 0."""
+    import sys
+
+    for path, problem in report.failed:
+        print(f"{path}: {problem}", file=sys.stderr)
+    print(report.summary(with_failures=False), file=file)
+    return 2 if report.failed and not report.extracted and not report.skipped else 0

@@ -248,7 +248,7 @@ def _augmented_data(photos, cache_dir, conf, backbone, backbone_name, backbone_w
     need_targets = conf.objective != "labels"
     if need_targets and conf.augment.copies < 2:
         raise ValueError("the homography objective needs at least two augmented copies per photo")
-    for i, p in enumerate(tqdm(photos, desc="feature maps", unit="photo", disable=not progress, dynamic_ncols=True)):
+    for i, p in enumerate(tqdm(photos, desc="feature maps", unit="photo", disable=None if progress else True, dynamic_ncols=True)):
         pm = store.get(p, backbone)
         if need_targets:
             # Copies pair up (0, 1), (2, 3), ...; an odd last copy pairs with copy 0.
@@ -278,7 +278,7 @@ def _inlier_data(photos, cache_dir, conf, backbone, backbone_name, backbone_weig
 
     from delf.conf import ExtractorConf
     from delf.extractor import Extractor
-    from delf.image import ImageError
+    from delf.image import ImageError, problem_of
     from .fmaps import FeatureMapCache, cached_maps
     from .inliers import draw_pairs, gather_evidence, photo_cells
 
@@ -289,11 +289,11 @@ def _inlier_data(photos, cache_dir, conf, backbone, backbone_name, backbone_weig
         extractor.backbone = backbone
     cache = FeatureMapCache(cache_dir, xconf)
     cells = []
-    for p in tqdm(photos, desc="feature maps", unit="photo", disable=not progress, dynamic_ncols=True):
+    for p in tqdm(photos, desc="feature maps", unit="photo", disable=None if progress else True, dynamic_ncols=True):
         try:
             levels, size = cached_maps(extractor, cache, p.path, p.name)
         except (ImageError, FileNotFoundError) as exc:
-            raise ValueError(f"{p.path}: {getattr(exc, 'problem', None) or exc}") from exc
+            raise ValueError(f"{p.path}: {problem_of(exc, p.path)}") from exc
         rng = np.random.default_rng(photo_seed(conf.seed, p.name))
         cells.append(photo_cells(extractor, levels, size, conf.pairs, rng))
     same, diff = draw_pairs([p.label for p in photos], conf.pairs, conf.seed)
@@ -418,7 +418,7 @@ def train_attention(
             tot_a += a * len(sel)
         return tot_l / len(idx), tot_a / len(idx)
 
-    bar = tqdm(range(start, conf.epochs), desc="train", unit="epoch", disable=not progress, dynamic_ncols=True,
+    bar = tqdm(range(start, conf.epochs), desc="train", unit="epoch", disable=None if progress else True, dynamic_ncols=True,
                initial=start, total=conf.epochs)
     for epoch in bar:
         te = time.perf_counter()

@@ -42,10 +42,12 @@ class FeatureMapCache:
     def __init__(self, root, conf):
         self.conf = conf
         self.dir = os.path.join(os.fspath(root), map_key(conf))
-        os.makedirs(self.dir, exist_ok=True)
+
+    def _ensure(self) -> None:
+        """The cache folder and its conf.json, made when the first map is stored (a failed run leaves none)."""
         meta = os.path.join(self.dir, "conf.json")
         if not os.path.isfile(meta):
-            atomic_write_bytes(meta, json.dumps(map_conf(conf), sort_keys=True, indent=1).encode())
+            atomic_write_bytes(meta, json.dumps(map_conf(self.conf), sort_keys=True, indent=1).encode())
 
     def path(self, name: str) -> str:
         name = os.fspath(name)
@@ -73,6 +75,7 @@ class FeatureMapCache:
         return levels, size
 
     def put(self, name: str, levels, image_size) -> None:
+        self._ensure()
         arrays = {
             "format_version": np.int32(FORMAT_VERSION),
             "image_size": np.asarray(image_size, np.int64),
@@ -105,9 +108,10 @@ def fill_cache(inputs, cache_root, conf=None, progress: bool = True, extractor=N
 
     from delf.conf import ExtractorConf
     from delf.extractor import Extractor
-    from delf.image import ImageError, list_images
+    from delf.image import ImageError, list_images, problem_of, require_inputs
 
     conf = conf or ExtractorConf()
+    require_inputs(inputs)
     items = list_images(inputs)
     if not items:
         raise ValueError(f"no photos found in {', '.join(map(str, inputs))}")
@@ -116,11 +120,11 @@ def fill_cache(inputs, cache_root, conf=None, progress: bool = True, extractor=N
     if todo and extractor is None:
         extractor = Extractor(conf.replace(scoring="norm", pca=None))
     done, failed = [n for p, n in items if n in cache], []
-    for path, name in tqdm(todo, desc="feature maps", unit="photo", disable=not progress, dynamic_ncols=True):
+    for path, name in tqdm(todo, desc="feature maps", unit="photo", disable=None if progress else True, dynamic_ncols=True):
         try:
             cached_maps(extractor, cache, path, name)
         except (ImageError, FileNotFoundError) as exc:
-            failed.append((path, getattr(exc, "problem", None) or str(exc)))
+            failed.append((path, problem_of(exc, path)))
             continue
         done.append(name)
     return cache, done, failed

@@ -121,7 +121,7 @@ def gather_evidence(cells: list[PhotoCells], same, diff, conf: PairConf, seed: i
 
     ev = Evidence(cells)
     verified = 0
-    bar = tqdm(total=len(same) + len(diff), desc="pairs", unit="pair", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(same) + len(diff), desc="pairs", unit="pair", disable=None if progress else True, dynamic_ncols=True)
     for k, (i, j) in enumerate(same):
         a, b = cells[i], cells[j]
         m = match_descriptors(a.descriptors, b.descriptors)

@@ -20,15 +20,21 @@ def fit_pca(inputs, out: str, conf=None, dim: int = 128, whiten: bool = False, f
     from delf.conf import ExtractorConf
     from delf.extract import extract_to_h5
     from delf.featio import FeatureFile
+    from delf.image import require_inputs
     from delf.pca import PCA
 
+    require_inputs(inputs)
     conf = (conf or ExtractorConf()).replace(pca=None)
-    store = features or os.path.join(tempfile.mkdtemp(prefix="delf-pca-"), "raw.h5")
-    report = extract_to_h5(inputs, store, conf)
-    print(report.summary(), file=sys.stderr)
-    with FeatureFile(store) as ff:
-        names = ff.names
-        desc = np.concatenate([ff[n].descriptors for n in names])
+    with tempfile.TemporaryDirectory(prefix="delf-pca-") as tmp:
+        store = features or os.path.join(tmp, "raw.h5")
+        report = extract_to_h5(inputs, store, conf)
+        for path, problem in report.failed:
+            print(f"{path}: {problem}", file=sys.stderr)
+        if not report.extracted and not report.skipped:
+            raise ValueError(f"{', '.join(map(str, inputs))}: no usable photos to fit a PCA on")
+        with FeatureFile(store) as ff:
+            names = ff.names
+            desc = np.concatenate([ff[n].descriptors for n in names])
     pca = PCA.fit(desc, dim=dim, whiten=whiten)
     pca.save(out)
     explained = pca.variances.cumsum() / max(float(np.var(desc, axis=0).sum()), 1e-12)
