@@ -21,8 +21,11 @@ def test_extract_command(tmp_path, capsys):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     out = tmp_path / "f.h5"
     assert main(["extract", str(photos), "--out", str(out), "--quiet", "--float16", *SMALL]) == 0
-    text = capsys.readouterr().out
-    assert "2 extracted" in text and "1 failed" in text and "broken.jpg" in text
+    cap = capsys.readouterr()
+    assert "2 extracted" in cap.out and "1 failed" in cap.out
+    # The unusable photo is named on stderr, once, with its problem.
+    assert [line for line in cap.err.splitlines() if "broken.jpg" in line] == [f"{photos / 'broken.jpg'}: "
+                                                                               "not an image (unrecognised format)"]
     with FeatureFile(out) as ff:
         assert ff.names == ["lund_01.jpg", "sub/lund_02.jpg"]
         assert ff.conf["scales"] == [0.7071, 1.0] and ff.conf["max_features"] == 200

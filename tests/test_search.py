@@ -94,7 +94,8 @@ def test_search_cli_bad_query_reported(demo, tmp_path, capsys):
     bad.write_bytes(b"not a photo")
     rc = main(["search", os.path.join(out, "index"), str(bad)])
     err = capsys.readouterr().err
-    assert rc == 1 and "broken.jpg" in err
+    # Nothing usable in the batch: status 2, the photo named once with its problem.
+    assert rc == 2 and [line for line in err.splitlines() if line.strip()] == [f"{bad}: not an image (unrecognised format)"]
 
 
 def test_search_cli_labels_predict_the_best_matchs_label(demo, tmp_path):
