@@ -49,7 +49,7 @@ def evaluate_reject(data: str, work: str, conf=None, verify_top: int = 100, thre
     with Engine.open(idx_path, candidates=verify_top, threshold=threshold, extractor=extractor) as engine, \
             FeatureFile(qpath) as qf:
         settings = engine.settings
-        for path, name in tqdm(items, desc="not-a-match", unit="query", disable=not progress):
+        for path, name in tqdm(items, desc="not-a-match", unit="query", disable=None if progress else True):
             if name not in qf:
                 continue
             ans = engine.search(qf[name], name=name)

@@ -55,7 +55,7 @@ def sift_database(jpg: str, names: list, work: str, progress: bool = True, log=p
         todo = [n for n in names if n not in f]
         if todo:
             log(f"RootSIFT of {len(todo)} database photos -> {path}")
-        for n in tqdm(todo, desc="sift", unit="photo", disable=not progress):
+        for n in tqdm(todo, desc="sift", unit="photo", disable=None if progress else True):
             p = os.path.join(jpg, f"{n}.jpg")
             gray = cv2.imread(p, cv2.IMREAD_GRAYSCALE)
             if gray is None:
@@ -96,7 +96,7 @@ def evaluate_roxford_sift(data: str, work: str, progress: bool = True, log=print
         inl = np.zeros(len(db_names), np.int64)
         put = np.zeros(len(db_names), np.int64)
         ts = tv = 0.0
-        for j, n in enumerate(tqdm(db_names, desc=name, unit="photo", disable=not progress, leave=False)):
+        for j, n in enumerate(tqdm(db_names, desc=name, unit="photo", disable=None if progress else True, leave=False)):
             t0 = time.perf_counter()
             m = match_descriptors(qd, db_desc[n], ratio=SIFT_RATIO, mutual=True).pairs
             t1 = time.perf_counter()
