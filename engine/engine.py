@@ -37,18 +37,23 @@ class EngineConf:
     search_k:   Annoy nodes inspected per query descriptor (SearchConf's default).
     seed:       RANSAC seed of each query (candidate i uses ``pair_seed(seed, i)``).
     threshold:  confidence at or above which the best result is a match (None: the calibration's).
+    expand:     up to this many confident results expand the query for a second search
+                (engine.expansion; 0: off).
     """
 
     candidates: int = 100
     search_k: int = SearchConf.search_k
     seed: int = 0
     threshold: float | None = None
+    expand: int = 0
 
     def __post_init__(self):
         for name in ("candidates", "search_k"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(self.expand, bool) or not isinstance(self.expand, int) or self.expand < 0:
+            raise ValueError(f"expand must be an integer >= 0, got {self.expand!r}")
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
 
@@ -63,8 +68,9 @@ class Engine:
     def __init__(self, index_dir, calibration: Calibration | str | os.PathLike | None = None,
                  threshold: float | None = None, labels: dict | str | os.PathLike | None = None,
                  candidates: int = EngineConf.candidates, search_k: int = EngineConf.search_k,
-                 seed: int = EngineConf.seed, extractor=None):
-        self.conf = EngineConf(candidates=candidates, search_k=search_k, seed=seed, threshold=threshold)
+                 seed: int = EngineConf.seed, expand: int = EngineConf.expand, extractor=None):
+        self.conf = EngineConf(candidates=candidates, search_k=search_k, seed=seed, threshold=threshold,
+                               expand=expand)
         if not os.path.isdir(index_dir):
             raise FileNotFoundError(f"{index_dir}: no such index directory")
         cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
@@ -155,15 +161,17 @@ class Engine:
             raise IsADirectoryError(f"{path}: a folder, not a photo (use search_many for folders)")
         return name or os.path.basename(path), self.extractor.extract(path), self.extractor.resolved_conf()
 
-    def search(self, query, top: int | None = None, exclude=(), name: str | None = None) -> Answer:
+    def search(self, query, top: int | None = None, exclude=(), name: str | None = None,
+               expand: int | None = None) -> Answer:
         """Search with one photo (path, RGB array or Features): the candidates
         are verified and ranked, each with a calibrated confidence, and the
         answer is a match when the best one reaches the threshold. Photos named
         in ``exclude`` are searched as if they were not in the index. ``top``
-        keeps the first results only."""
+        keeps the first results only. ``expand`` overrides the engine's
+        query expansion (0: off)."""
         qname, feats, qconf = self.features(query, name)
         ans = answer_query(self.index, feats, qname, self.settings, exclude=exclude, labels=self.labels,
-                           query_conf=qconf)
+                           query_conf=qconf, expand=self.conf.expand if expand is None else int(expand))
         if top is not None:
             ans.results = ans.results[: max(int(top), 0)]
         return ans
@@ -178,7 +186,7 @@ class Engine:
                 yield name, None, error
                 continue
             yield name, answer_query(self.index, feats, name, self.settings, exclude=exclude, labels=labels,
-                                     query_conf=qconf), None
+                                     query_conf=qconf, expand=self.conf.expand), None
 
     def match(self, a, b, model: str = "affine", residual_threshold: float | None = None,
               matcher: MatchConf | str = "default", border: float = RerankConf.border) -> Pair:

@@ -41,25 +41,45 @@ class SearchSettings:
 
 
 def answer_query(index, feats, name: str = "", settings: SearchSettings | None = None, exclude=(),
-                 labels: dict | None = None, query_conf=None) -> Answer:
+                 labels: dict | None = None, query_conf=None, expand: int = 0) -> Answer:
     """Search ``index`` with one query's Features, verify and rank its
     candidates. Photos named in ``exclude`` (e.g. the query itself when it is
-    in the index) are searched as if they were not in the index."""
+    in the index) are searched as if they were not in the index. ``expand``:
+    up to this many confident results expand the query for a second search
+    (engine.expansion)."""
+    return search_query(index, feats, name, settings, exclude, labels, query_conf, expand)[0]
+
+
+def search_query(index, feats, name: str = "", settings: SearchSettings | None = None, exclude=(),
+                 labels: dict | None = None, query_conf=None, expand: int = 0):
+    """``answer_query``, also returning the features that searched last (the
+    expanded query when the answer was expanded, else ``feats``)."""
+    from .expansion import expand as expand_answer
+
     s = settings or SearchSettings()
     if s.search is None or s.calibration is None or s.threshold is None:
         s = s.resolved()
     if not (np.isfinite(feats.descriptors).all() and np.isfinite(feats.locations).all()):
         raise ValueError(f"{name or 'query'}: its features hold NaN or infinite values; re-extract the photo")
-    t0 = time.perf_counter()
-    cands = index.search(feats, s.search, query_conf=query_conf, exclude=exclude)
-    search_ms = (time.perf_counter() - t0) * 1000
-    ans = rerank(cands, query_size=tuple(feats.image_size), conf=s.rerank, calibration=s.calibration,
-                 threshold=s.threshold, query=name)
-    ans.search_ms = search_ms
+
+    def once(f, qconf, also_exclude=()):
+        t0 = time.perf_counter()
+        cands = index.search(f, s.search, query_conf=qconf, exclude=list(exclude) + list(also_exclude))
+        search_ms = (time.perf_counter() - t0) * 1000
+        ans = rerank(cands, query_size=tuple(f.image_size), conf=s.rerank, calibration=s.calibration,
+                     threshold=s.threshold, query=name)
+        ans.search_ms = search_ms
+        return ans
+
+    ans = once(feats, query_conf)
+    last = feats
+    if expand:
+        ans, ef = expand_answer(index, feats, ans, lambda f, sources: once(f, None, sources), expand)
+        last = ef if ef is not None else feats
     if labels:
         for r in ans.results:
             r.label = labels.get(r.name)
-    return ans
+    return ans, last
 
 
 def predicted_label(answer: Answer) -> tuple[str | None, float]:
@@ -122,4 +142,4 @@ def format_answer(ans: Answer, top: int) -> list[str]:
     return lines
 
 
-__all__ = ["SearchSettings", "answer_query", "conf_from_resolved", "default_search_conf", "format_answer", "predicted_label", "query_items"]
+__all__ = ["SearchSettings", "answer_query", "search_query", "conf_from_resolved", "default_search_conf", "format_answer", "predicted_label", "query_items"]

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .metrics import evaluate_rankings, load_gnd, protocol
+from .metrics import evaluate_rankings, load_gnd, positive_ranks, protocol
 
 
 def conf_key(resolved: dict) -> str:
@@ -139,21 +139,38 @@ def skimage_verify_ms(answer) -> float:
 # ---------------------------------------------------------------- roxford
 
 
-def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, skimage_queries: int = 2,
-                     db_features: str | None = None, threshold: float | None = None, progress: bool = True,
-                     log=_log_default) -> dict:
-    """The engine on Revisited Oxford: mAP and mP@k, Medium and Hard, with and without re-ranking,
-    and per-query times (``evaluation.sift.evaluate_roxford_sift`` is the RootSIFT reference)."""
-    from delf.extractor import make_extractor
-    from engine import Engine
+def positives_in_top(gnd: dict, rankings: dict, top: int = 100) -> float:
+    """Share of all Medium positives (easy and hard, junk removed) ranked in the first ``top``."""
+    found = total = 0
+    for q in gnd["queries"]:
+        if q["query"] not in rankings:
+            continue
+        pos, junk = protocol(q, "medium")
+        ranks = positive_ranks(rankings[q["query"]], pos, junk)
+        found += int((ranks < top).sum())
+        total += len(pos)
+    return round(found / max(total, 1), 4)
 
+
+def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, skimage_queries: int = 2,
+                     db_features: str | None = None, threshold: float | None = None, expand: int | None = None,
+                     progress: bool = True, log=_log_default) -> dict:
+    """The engine on Revisited Oxford: mAP and mP@k, Medium and Hard, with and without re-ranking,
+    and per-query times (``evaluation.sift.evaluate_roxford_sift`` is the RootSIFT reference). The
+    same queries are also answered with query expansion (``expand`` confident results, default:
+    the engine's), reported apart under "expansion"."""
+    from delf.extractor import make_extractor
+    from engine import Engine, EngineConf
+    from engine.searching import search_query
+
+    expand = EngineConf.expand if expand is None else int(expand)
     gnd, jpg, qdir = oxford_layout(data)
     os.makedirs(work, exist_ok=True)
     extractor = make_extractor(conf)
     feats_path = database_features(jpg, gnd["database"], work, extractor, db_features, progress, log)
     idx_path = database_index(feats_path, work, log)
-    rer, norr, per_query = {}, {}, []
-    t_search, t_verify, t_sk, t_extract = [], [], [], []
+    rer, norr, rerx, per_query = {}, {}, {}, []
+    t_search, t_verify, t_sk, t_extract, t_expand, n_expanded = [], [], [], [], [], 0
     # All queries are extracted first: TensorFlow's worker threads keep spinning for a
     # while after an extraction and would slow the search timed right after it.
     query_feats = []
@@ -168,13 +185,19 @@ def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, ski
             name = q["query"]
             # Warm the kernels (Numba compile or cache load) outside the timings.
             if i == 0:
-                engine.search(feats, name=name)
-            ans = engine.search(feats, name=name)
+                engine.search(feats, name=name, expand=0)
+            ans = engine.search(feats, name=name, expand=0)
             t_search.append(ans.search_ms)
             t_verify.append(ans.verify_ms)
             if i < skimage_queries:
                 t_sk.append(skimage_verify_ms(ans))
             rer[name], norr[name] = _full_ranking(engine.index, feats, settings, ans, gnd["database"])
+            if expand:
+                t0 = time.perf_counter()
+                ansx, last = search_query(engine.index, feats, name, settings, expand=expand)
+                t_expand.append((time.perf_counter() - t0) * 1000)
+                n_expanded += bool(ansx.expanded_from)
+                rerx[name], _ = _full_ranking(engine.index, last, settings, ansx, gnd["database"])
             pos, junk = protocol(q, "medium")
             top = next((r for r in ans.results if r.name[:-4] not in junk), None)
             per_query.append({
@@ -189,25 +212,41 @@ def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, ski
                 f"{ans.verify_ms:.0f} ms")
     res = evaluate_rankings(gnd, rer)
     nr = evaluate_rankings(gnd, norr)
+    ex = evaluate_rankings(gnd, rerx) if expand else None
     for pq in per_query:
         pq.update({f"ap_{s}": res["per_query"].get(pq["query"], {}).get(s, {}).get("ap") for s in ("medium", "hard")})
         pq.update({f"ap_{s}_no_rerank": nr["per_query"].get(pq["query"], {}).get(s, {}).get("ap")
                    for s in ("medium", "hard")})
+        if ex is not None:
+            pq.update({f"ap_{s}_expanded": ex["per_query"].get(pq["query"], {}).get(s, {}).get("ap")
+                       for s in ("medium", "hard")})
     timing = {"search": _mean(t_search), "verify": _mean(t_verify), "verify_skimage": _mean(t_sk),
               "extract_query": _mean(t_extract)}
     if t_sk:
         mine = _mean(t_search[: len(t_sk)]) + _mean(t_verify[: len(t_sk)])
         timing["skimage_queries"] = len(t_sk)
         timing["speedup_vs_skimage"] = round((_mean(t_search[: len(t_sk)]) + _mean(t_sk)) / max(mine, 1e-9), 2)
-    return {
+    out = {
         "method": "delf", "medium": res["medium"], "hard": res["hard"],
         "no_rerank": {"medium": nr["medium"], "hard": nr["hard"]},
+        "positives_in_top100": positives_in_top(gnd, rer),
         "timing_ms": timing, "per_query": per_query,
         "setup": {"data": os.path.abspath(data), "database_photos": len(gnd["database"]),
                   "queries": len(gnd["queries"]), "verify_top": verify_top, "features": feats_path,
                   "index": idx_path, "extractor_conf": extractor.resolved_conf(),
                   "threshold": settings.threshold},
     }
+    if ex is not None:
+        # Time after extraction: the whole expanded search (first round, expansion, second round,
+        # verification) against the search and verification of the plain one, on the same queries.
+        plain = _mean([a + b for a, b in zip(t_search, t_verify)])
+        out["expansion"] = {
+            "expand": expand, "medium": ex["medium"], "hard": ex["hard"],
+            "positives_in_top100": positives_in_top(gnd, rerx), "expanded_queries": n_expanded,
+            "timing_ms": {"expanded": _mean(t_expand), "plain": plain,
+                          "ratio": round(_mean(t_expand) / max(plain, 1e-9), 2)},
+        }
+    return out
 
 
 def _mean(v) -> float | None:

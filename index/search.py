@@ -119,22 +119,38 @@ class _Snapshot:
     def n_descriptors(self) -> int:
         return int(sum(self.live))
 
+    def _locate(self) -> None:
+        """name -> (segment, position in segment, position in the concatenated photo table);
+        built whole before it is published, as searches may run in threads."""
+        if self._where is not None:
+            return
+        where, starts, g = {}, [], 0
+        for si, seg in enumerate(self.segments):
+            counts = np.asarray(seg.arrays["photo_counts"], np.int64)
+            starts.append(np.concatenate([[0], np.cumsum(counts)]))
+            for i, n in enumerate(seg.names):
+                where[n] = (si, i, g + i)
+            g += len(counts)
+        self._starts, self._where = starts, where
+
+    def photo_arrays(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(locations (N, 2), descriptors (N, D)) of a live photo's keypoints, as indexed."""
+        self._locate()
+        hit = self._where.get(name)
+        if hit is None or self.photo_dead[hit[2]]:
+            raise KeyError(f"no photo named {name!r} in the index")
+        si, i, _ = hit
+        a, b = int(self._starts[si][i]), int(self._starts[si][i + 1])
+        seg = self.segments[si]
+        return (np.asarray(seg.arrays["desc_xy"][a:b], np.float32),
+                np.asarray(seg.arrays["descriptors"][a:b], np.float32))
+
     def without(self, names) -> "_Snapshot":
         """This state with the named photos treated as removed (names not in
         the index are ignored): their descriptors are nobody's neighbours. A
         photo's descriptors are one run of rows in its segment, so only those
         runs are marked; the state itself is not changed."""
-        if self._where is None:
-            # name -> (segment, position in segment, position in the concatenated photo table);
-            # built whole before it is published, as searches may run in threads.
-            where, starts, g = {}, [], 0
-            for si, seg in enumerate(self.segments):
-                counts = np.asarray(seg.arrays["photo_counts"], np.int64)
-                starts.append(np.concatenate([[0], np.cumsum(counts)]))
-                for i, n in enumerate(seg.names):
-                    where[n] = (si, i, g + i)
-                g += len(counts)
-            self._starts, self._where = starts, where
+        self._locate()
         hits = [self._where[n] for n in set(names) if n in self._where]
         hits = [h for h in hits if not self.photo_dead[h[2]]]
         if not hits:
@@ -258,6 +274,10 @@ class Index:
 
     def __len__(self) -> int:
         return len(self.photos())
+
+    def photo_features(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(locations, descriptors) of an indexed photo's keypoints (float32; KeyError when absent)."""
+        return self.snapshot().photo_arrays(name)
 
     def check_query_conf(self, query_conf) -> None:
         """Refuses a query extracted with another conf, naming what differs."""

@@ -37,6 +37,10 @@ def register(sub) -> None:
     p.add_argument("--db-images", metavar="DIR",
                    help="folder the database photo names are relative to (needed by --draw)")
     p.add_argument("--seed", type=int, default=0, help="RANSAC seed (default: %(default)s)")
+    p.add_argument("--expand", type=int, default=None, metavar="N",
+                   help="query expansion: up to N results at or above the threshold lend their features to a "
+                        "second search (default: %d; 0 turns it off)" % _default_expand())
+    p.add_argument("--no-expand", dest="expand", action="store_const", const=0, help="no query expansion")
     p.set_defaults(func=run)
 
 
@@ -44,6 +48,12 @@ def _default_search_k() -> int:
     from index import SearchConf
 
     return SearchConf.search_k
+
+
+def _default_expand() -> int:
+    from engine import EngineConf
+
+    return EngineConf.expand
 
 
 def _default_threshold() -> str:
@@ -65,10 +75,13 @@ def run(args) -> int:
         raise UserError("--top and --candidates must be at least 1")
     if args.search_k is not None and args.search_k < 1:
         raise UserError("--search-k must be at least 1")
+    if args.expand is not None and args.expand < 0:
+        raise UserError("--expand must be 0 or more")
     if args.draw and not args.db_images:
         raise UserError("--draw needs --db-images DIR (the folder the database photo names are relative to)")
     engine = Engine.open(args.index, calibration=args.calibration, threshold=args.threshold, labels=args.labels,
-                         candidates=args.candidates, search_k=args.search_k or _default_search_k(), seed=args.seed)
+                         candidates=args.candidates, search_k=args.search_k or _default_search_k(), seed=args.seed,
+                         expand=_default_expand() if args.expand is None else args.expand)
     labelled = engine.labels is not None
     answers, failed = [], []
     for name, ans, error in engine.search_many(args.queries):

@@ -90,6 +90,7 @@ class Answer:
     verify_ms: float = 0.0
     search_ms: float = 0.0
     n_query: int = 0
+    expanded_from: list = field(default_factory=list)  # confident results whose features searched again
 
     @property
     def best(self) -> Result | None:
@@ -115,13 +116,16 @@ class Answer:
 
     def to_dict(self, top: int | None = None) -> dict:
         res = self.results if top is None else self.results[:top]
-        return {
+        d = {
             "query": self.query, "decision": "match" if self.match else "no match",
             "confidence": round(self.confidence, 4), "threshold": self.threshold,
             "n_query_features": int(self.n_query),
             "timing_ms": {"search": round(self.search_ms, 3), "verify": round(self.verify_ms, 3)},
             "results": [r.to_dict() for r in res],
         }
+        if self.expanded_from:
+            d["expanded_from"] = list(self.expanded_from)
+        return d
 
 
 def unique_inliers(query_xy, db_xy, inliers) -> int:

@@ -1,0 +1,67 @@
+"""Leave-one-out retrieval on labelled non-Oxford photos: each photo searches
+an index of all the others (itself excluded, as if not indexed), and its
+ranking is scored against the photos of its label. Settings of the search
+(e.g. query expansion) are chosen here, never on Oxford."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .metrics import average_precision
+
+
+def full_ranking(index, feats, settings, answer, names: list) -> list:
+    """Every indexed photo, best first: the answer's results, then the rest by
+    the votes of ``feats`` (the query that searched last), then photos without a vote."""
+    head = [r.name for r in answer.results]
+    seen = set(head)
+    votes = index.search(feats, settings.search.replace(top_n=max(len(names), 1)), exclude=[answer.query]).names
+    rest = [n for n in votes if n not in seen]
+    seen |= set(rest)
+    return head + rest + [n for n in names if n not in seen]
+
+
+def leave_one_out(features: str, index_dir: str, labels: dict, expand_values=(0,), candidates: int = 100,
+                  progress: bool = True, log=print) -> dict:
+    """mAP (trapezoidal AP, percent), positives in the top 100 and search time per
+    query, for each ``expand`` value, over every photo of ``features`` that has a
+    label and at least one other photo of its label in the index at ``index_dir``."""
+    from tqdm import tqdm
+
+    from delf.featio import FeatureFile
+    from index import Index
+    from verify.rerank import RerankConf
+
+    from engine.searching import SearchSettings, search_query
+
+    settings = SearchSettings(rerank=RerankConf(verify_top=candidates)).resolved()
+    out = {}
+    with Index(index_dir) as index, FeatureFile(features) as ff:
+        names = [n for n in index.photos() if n in labels]
+        queries = [n for n in names if sum(labels[m] == labels[n] for m in names) > 1]
+        for expand in expand_values:
+            aps, top100, ms, expanded = [], [], [], 0
+            for q in tqdm(queries, desc=f"expand {expand}", unit="query", disable=None if progress else True):
+                feats = ff[q]
+                t0 = time.perf_counter()
+                ans, last = search_query(index, feats, q, settings, exclude=[q], expand=expand)
+                ms.append((time.perf_counter() - t0) * 1000)
+                expanded += bool(ans.expanded_from)
+                ranking = [n for n in full_ranking(index, last, settings, ans, names) if n != q]
+                pos = {m for m in names if m != q and labels[m] == labels[q]}
+                ranks = [i for i, n in enumerate(ranking) if n in pos]
+                aps.append(average_precision(ranks, len(pos)))
+                top100.append(sum(1 for r in ranks if r < 100) / len(pos))
+            out[str(expand)] = {"map": round(100 * float(np.mean(aps)), 2),
+                                "positives_in_top100": round(float(np.mean(top100)), 4),
+                                "ms_per_query": round(float(np.mean(ms)), 1), "queries": len(queries),
+                                "expanded_queries": expanded}
+            log(f"expand {expand}: mAP {out[str(expand)]['map']:.2f}, positives in top 100 "
+                f"{out[str(expand)]['positives_in_top100']:.4f}, {out[str(expand)]['ms_per_query']:.0f} ms per query, "
+                f"{expanded} of {len(queries)} queries expanded")
+    return out
+
+
+__all__ = ["full_ranking", "leave_one_out"]
