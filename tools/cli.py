@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "tools.cmd_index",
     "tools.cmd_train",
     "tools.cmd_search",
+    "tools.cmd_serve",
     "tools.cmd_collection",
     "tools.cmd_calibrate",
     "tools.cmd_evaluate",
