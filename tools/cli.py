@@ -36,6 +36,7 @@ BENCH_MODULES = [
     "tools.bench_pairs",
     "tools.bench_ransac",
     "tools.bench_index",
+    "tools.bench_serve",
 ]
 
 
