@@ -152,6 +152,30 @@ def test_add_while_searching_then_remove(server):
     assert c.get("/photos/lund_10.jpg/image").status_code == 404
 
 
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated")
+def test_labels_and_no_images_in_process(server, small_extractor, tmp_path):
+    """create_app over an Engine with labels, without --db-images or a token (FastAPI's TestClient)."""
+    from fastapi.testclient import TestClient
+
+    from engine import Engine
+    from engine.server import create_app
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("photo,place\n" + "".join(f"lund_{i:02d}.jpg,lund\n" for i in range(1, 10)))
+    engine = Engine.open(server.index, labels=str(labels), extractor=small_extractor)
+    with TestClient(create_app(engine)) as c:
+        health = c.get("/health").json()
+        assert health["labels"] and not health["images"] and not health["token_required"]
+        d = c.post("/search", files={"photo": ("lund_10.jpg", server.lund_10)}).json()
+        assert d["decision"] == "match" and d["predicted_label"] == "lund" and d["label_confidence"] == d["confidence"]
+        assert d["results"][0]["label"] == "lund" and "image_url" not in d["results"][0]
+        d = c.post("/search", data={"labels": "false"}, files={"photo": ("lund_10.jpg", server.lund_10)}).json()
+        assert "predicted_label" not in d
+        r = c.get("/photos/lund_01.jpg/image")
+        assert r.status_code == 404 and "--db-images" in r.json()["error"]
+    engine.close()
+
+
 def test_writes_need_the_token(server):
     c = server.client
     files = {"photo": ("new.jpg", server.lund_10)}
