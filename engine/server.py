@@ -274,8 +274,8 @@ def serve(index_dir, host: str = "127.0.0.1", port: int = 8000, token: str | Non
         if token is None and host not in ("127.0.0.1", "localhost", "::1"):
             say("delf serve: warning: no --token: anyone who can reach this address can add and remove photos")
         server.run(sockets=[sock])
-        say(f"delf serve: stopped ({server.stopped_by or 'shut down'}); "
-            f"{app.state.service.counts.get('queries', 0)} queries served")
+        n = app.state.service.counts.get("queries", 0)
+        say(f"delf serve: stopped ({server.stopped_by or 'shut down'}); {n} quer{'y' if n == 1 else 'ies'} served")
         return 0
     finally:
         sock.close()
