@@ -231,13 +231,18 @@ class Service:
             data = up.file.read()
             decoded.append((name, data, self.decode(data, up.filename or name)))
         items = [(name, self.extract(rgb, name)) for name, _, rgb in decoded]
-        saved = [name for name, data, _ in decoded if self.db_images and self._save_image(name, data)]
+        saved = []  # files this request wrote into --db-images: removed again if the add fails
         try:
+            for name, data, _ in decoded:
+                if self.db_images and self._save_image(name, data):
+                    saved.append(name)
             with self.write_lock:
                 added = self.engine.add(items)
-        except (IndexLockedError, ValueError) as exc:  # another writer, or a photo added meanwhile
+        except (ApiError, IndexLockedError, ValueError) as exc:  # a file in the way, another writer, a race
             for name in saved:
                 os.remove(self.photo_path(name))
+            if isinstance(exc, ApiError):
+                raise
             if isinstance(exc, IndexLockedError):
                 raise ApiError(409, f"the index is being written by another process; try again ({exc})") from None
             raise ApiError(409, str(exc)) from None

@@ -187,6 +187,18 @@ def test_writes_need_the_token(server):
     assert c.get("/photos").json()["count"] == 9
 
 
+def test_a_failed_add_leaves_nothing_behind(server):
+    """A batch whose second photo would overwrite another file in --db-images is refused whole."""
+    (server.db_images / "clash.jpg").write_bytes(b"someone else's file")
+    files = [("photo", ("fresh.jpg", server.lund_10)), ("photo", ("clash.jpg", server.lund_10))]
+    r = server.client.post("/photos", files=files, headers=auth(server))
+    assert r.status_code == 409 and "clash.jpg" in r.json()["error"] and "--db-images" in r.json()["error"]
+    assert not (server.db_images / "fresh.jpg").exists()
+    assert (server.db_images / "clash.jpg").read_bytes() == b"someone else's file"
+    assert "fresh.jpg" not in server.client.get("/photos").json()["photos"]
+    (server.db_images / "clash.jpg").unlink()
+
+
 BAD_UPLOADS = {
     "text": (b"just some words, not a photo\n", "notes.jpg", 400, "not an image"),
     "empty": (b"", "empty.jpg", 400, "empty upload"),
