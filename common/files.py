@@ -107,14 +107,19 @@ def write_json(path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def write_png(path, rgb) -> None:
-    """An RGB uint8 array as a PNG, written atomically."""
+def png_bytes(rgb, what: str = "this picture") -> bytes:
+    """An RGB uint8 array encoded as PNG, in memory."""
     import cv2
 
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
-        raise ValueError(f"{path}: cannot encode a PNG of this picture")
-    atomic_write_bytes(path, buf.tobytes())
+        raise ValueError(f"{what}: cannot encode a PNG of this picture")
+    return buf.tobytes()
+
+
+def write_png(path, rgb) -> None:
+    """An RGB uint8 array as a PNG, written atomically."""
+    atomic_write_bytes(path, png_bytes(rgb, path))
 
 
 def sha256_file(path, length: int | None = None) -> str:
@@ -131,5 +136,5 @@ def sha256_text(text: str, length: int | None = None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-__all__ = ["TMP_PREFIX", "atomic_write_bytes", "check_writable", "sweep_tmp", "fsync_dir", "fsync_file", "sha256_file", "sha256_text", "write_json",
-           "write_png"]
+__all__ = ["TMP_PREFIX", "atomic_write_bytes", "check_writable", "fsync_dir", "fsync_file", "png_bytes", "sha256_file",
+           "sha256_text", "sweep_tmp", "write_json", "write_png"]

@@ -28,10 +28,9 @@ def run_demo(out: str, conf=None, log=print) -> dict:
 
     from common.files import write_json, write_png
     from delf.extractor import make_extractor
-    from verify.draw import draw_matches, read_image
 
     from .engine import Engine
-    from .searching import format_answer
+    from .searching import draw_result, format_answer
 
     photos = sample_photos()
     db, held_out = photos[:-1], photos[-1]
@@ -61,11 +60,9 @@ def run_demo(out: str, conf=None, log=print) -> dict:
         threshold = engine.threshold
     match = answers[os.path.basename(held_out)]
     written = {"index": idx}
-    if match.best is not None and match.best.verification is not None:
-        b = match.best
-        canvas = draw_matches(read_image(held_out), read_image(os.path.join(os.path.dirname(held_out), b.name)),
-                              b.query_xy, b.db_xy, inliers=b.verification.inliers,
-                              title=f"{match.query} -> {b.name}: {b.inliers} inliers, confidence {b.confidence:.2f}")
+    canvas = None if match.best is None else draw_result(
+        held_out, os.path.join(os.path.dirname(held_out), match.best.name), match.query, match.best)
+    if canvas is not None:
         written["picture"] = os.path.join(out, "match.png")
         write_png(written["picture"], canvas)
     written["answers"] = os.path.join(out, "answers.json")

@@ -137,10 +137,13 @@ class Engine:
             return None
         from common.labels import labels_for, load_labels
 
-        if self._labels is None or self._labels[0] != self.index.generation:
+        # One read of the cached pair: threads searching at once (delf serve) see a consistent one.
+        cached, generation = self._labels, self.index.generation
+        if cached is None or cached[0] != generation:
             table = src if isinstance(src, dict) else load_labels(src)
-            self._labels = (self.index.generation, labels_for(self.index.photos(), table))
-        return self._labels[1]
+            cached = (generation, labels_for(self.index.photos(), table))
+            self._labels = cached
+        return cached[1]
 
     @property
     def threshold(self) -> float:
@@ -206,22 +209,30 @@ class Engine:
         return self.index.photos()
 
     def add(self, photos) -> list[str]:
-        """Extract ``photos`` (files, folders, .txt lists; or features .h5
-        files) and add them to the index as one new segment, atomically:
-        readers see all of them or none. Returns the names added."""
+        """Extract ``photos`` (files, folders, .txt lists, (path, name) pairs;
+        or features .h5 files; or (name, Features) pairs extracted with this
+        engine's extractor) and add them to the index as one new segment,
+        atomically: readers see all of them or none. Returns the names added."""
+        from delf.features import Features
         from index import add_features_to_index, add_to_index
 
         photos = [photos] if isinstance(photos, (str, os.PathLike)) else list(photos)
         before = set(self.index.photos())
-        h5 = [p for p in photos if not isinstance(p, tuple) and os.fspath(p).lower().endswith(FEATURE_SUFFIXES)]
-        rest = [p for p in photos if p not in h5]
+        h5, given, rest = [], [], []
+        for p in photos:
+            if isinstance(p, tuple):
+                (given if isinstance(p[1], Features) else rest).append(p)
+            else:
+                (h5 if os.fspath(p).lower().endswith(FEATURE_SUFFIXES) else rest).append(p)
         for p in h5:
             add_to_index(self.index_dir, p)
         self.failed = []
+        items = list(given)
         if rest:
-            items, self.failed = _extract_all(self.extractor, rest)
-            if items:
-                add_features_to_index(self.index_dir, items, self.extractor.resolved_conf())
+            extracted, self.failed = _extract_all(self.extractor, rest)
+            items += extracted
+        if items:
+            add_features_to_index(self.index_dir, items, self.extractor.resolved_conf())
         self.index.refresh()
         return sorted(set(self.index.photos()) - before)
 

@@ -64,15 +64,20 @@ def match_pair(extractor, image1, image2, **kwargs) -> Pair:
     return match_features(extractor.extract(image1), extractor.extract(image2), **kwargs)
 
 
-def draw_pair(result: Pair, image1, image2, out: str, title: str | None = None) -> None:
-    """Write a PNG of the inlier correspondences side by side (atomically)."""
-    from common.files import write_png
+def pair_picture(result: Pair, image1, image2, title: str | None = None) -> np.ndarray:
+    """RGB uint8 picture of the inlier correspondences side by side (images: paths or RGB arrays)."""
     from verify.draw import draw_matches
 
     p = result.matches.pairs
-    canvas = draw_matches(image1, image2, result.features1.locations[p[:, 0]], result.features2.locations[p[:, 1]],
-                          inliers=result.verification.inliers, title=title)
-    write_png(out, canvas)
+    return draw_matches(image1, image2, result.features1.locations[p[:, 0]], result.features2.locations[p[:, 1]],
+                        inliers=result.verification.inliers, title=title)
 
 
-__all__ = ["Pair", "draw_pair", "match_features", "match_pair"]
+def draw_pair(result: Pair, image1, image2, out: str, title: str | None = None) -> None:
+    """Write a PNG of the inlier correspondences side by side (atomically)."""
+    from common.files import write_png
+
+    write_png(out, pair_picture(result, image1, image2, title))
+
+
+__all__ = ["Pair", "draw_pair", "match_features", "match_pair", "pair_picture"]

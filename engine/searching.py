@@ -88,6 +88,19 @@ def predicted_label(answer: Answer) -> tuple[str | None, float]:
     return answer.label, answer.confidence
 
 
+def draw_result(query_image, db_image, query: str, result):
+    """Picture (RGB uint8) of a verified result's inliers: the query (a path or
+    an RGB array) left, the database photo right, the inliers joined; None
+    when the result was not verified or has no model."""
+    from verify.draw import draw_matches
+
+    v = result.verification
+    if v is None or v.model is None:
+        return None
+    return draw_matches(query_image, db_image, result.query_xy, result.db_xy, inliers=v.inliers,
+                        title=f"{query} -> {result.name}: {result.inliers} inliers, confidence {result.confidence:.3f}")
+
+
 def conf_from_resolved(d: dict):
     """The ExtractorConf behind a resolved conf (as an index or features file records it)."""
     import dataclasses
@@ -142,4 +155,5 @@ def format_answer(ans: Answer, top: int) -> list[str]:
     return lines
 
 
-__all__ = ["SearchSettings", "answer_query", "search_query", "conf_from_resolved", "default_search_conf", "format_answer", "predicted_label", "query_items"]
+__all__ = ["SearchSettings", "answer_query", "conf_from_resolved", "default_search_conf", "draw_result", "format_answer",
+           "predicted_label", "query_items", "search_query"]

@@ -71,6 +71,11 @@ def test_add_and_remove_keep_the_index_current(lund):
     assert engine.search(photos[-1]).best.name != "lund_10.jpg"
     with pytest.raises(ValueError, match="no photo named"):
         engine.remove(["nonexistent.jpg"])
+    # Features extracted beforehand (as `delf serve` does) are added under the given name.
+    feats = engine.extractor.extract(photos[-1])
+    assert engine.add([("held_out.jpg", feats)]) == ["held_out.jpg"]
+    assert engine.search(feats).best.name == "held_out.jpg"
+    engine.remove(["held_out.jpg"])
 
 
 def test_errors_name_the_file(lund, tmp_path):

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "tools.cmd_index",
     "tools.cmd_train",
     "tools.cmd_search",
+    "tools.cmd_serve",
     "tools.cmd_collection",
     "tools.cmd_calibrate",
     "tools.cmd_evaluate",
@@ -36,6 +37,7 @@ BENCH_MODULES = [
     "tools.bench_pairs",
     "tools.bench_ransac",
     "tools.bench_index",
+    "tools.bench_serve",
 ]
 
 

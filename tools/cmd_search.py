@@ -110,7 +110,7 @@ def run(args) -> int:
 
 def _draw(ans, args) -> None:
     from common.files import write_png
-    from verify.draw import draw_matches, read_image
+    from engine.searching import draw_result
 
     os.makedirs(args.draw, exist_ok=True)
     qpath = _query_path(ans.query, args.queries)
@@ -121,10 +121,9 @@ def _draw(ans, args) -> None:
         if not os.path.isfile(dpath):
             print(f"--draw: {dpath}: no such database photo; skipped", file=sys.stderr)
             continue
-        v = r.verification
-        src, dst = r.query_xy, r.db_xy
-        canvas = draw_matches(read_image(qpath), read_image(dpath), src, dst, inliers=v.inliers,
-                              title=f"{ans.query} -> {r.name}: {r.inliers} inliers, confidence {r.confidence:.3f}")
+        canvas = draw_result(qpath, dpath, ans.query, r)
+        if canvas is None:
+            continue
         stem = os.path.splitext(ans.query.replace("/", "_"))[0]
         write_png(os.path.join(args.draw, f"{stem}_{rank:02d}.png"), canvas)
 
