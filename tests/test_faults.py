@@ -227,6 +227,13 @@ CASES = [
     ("bench-ransac-unwritable", ["bench", "ransac", "--data", "adir", "--json", "ro/r.json"], "ro/r.json"),
     ("bench-index-truncated", ["bench", "index", "--features", "trunc.h5", "--gnd", "afile", "--json", "b.json"],
      "trunc.h5"),
+    # serve (bad inputs to a running server are tests/test_serve.py's)
+    ("serve-missing-index", ["serve", "missing.idx", "--port", "0"], "missing.idx"),
+    ("serve-broken-index", ["serve", "broken.idx", "--port", "0"], "broken.idx"),
+    ("serve-labels-missing", ["serve", "idx", "--port", "0", "--labels", "missing.csv"], "missing.csv"),
+    ("serve-db-images-is-file", ["serve", "idx", "--port", "0", "--db-images", "afile"], "afile"),
+    ("bench-serve-missing-index", ["bench", "serve", "--index", "missing.idx", "--queries", "photos",
+                                   "--json", "b.json"], "missing.idx"),
     # argument errors are ordinary mistakes too
     ("bad-option", ["search", "idx", S1, "--top", "many"], "--top"),
     ("unknown-command", ["serach", "idx", S1], "serach"),
