@@ -5,10 +5,10 @@ positives (the far side, night, a crop) share little with the query itself
 but much with those photos. So the results the engine is already sure of
 (confidence at or above the threshold) lend the query their features: each
 such photo's keypoints are mapped into the query's frame by the inverse of
-its verified model, those that land inside the query photo join the query's
-own, and this expanded query searches again. Its new candidates are verified
-against the expanded query, so every correspondence still lies in the
-query's frame. A query whose best result is below the threshold is never
+its verified model, and those that land inside the query photo (as many in
+all as the query has keypoints) search again. Their new candidates are
+verified against them, so every correspondence still lies in the query's
+frame. A query whose best result is below the threshold is never
 expanded: a photo of a place the database does not hold stays "no match".
 
 The final ranking keeps the first round's confident results first, in their
@@ -33,11 +33,18 @@ def expansion_sources(answer: Answer, top: int) -> list:
             and r.confidence >= answer.threshold][:top]
 
 
-def expanded_features(index, feats: Features, sources: list) -> Features:
-    """The query's features plus, for each source result, its photo's keypoints that its
-    verified model (query -> photo) maps back inside the query photo."""
+def expanded_features(index, feats: Features, sources: list, budget: int | None = None) -> Features:
+    """The expansion of a query: for each source result, its photo's keypoints
+    that its verified model (query -> photo) maps back inside the query photo,
+    located there. At most ``budget`` of them (default: as many as the query
+    has), shared equally by the sources in the order the photo stores them
+    (the extractor's, best first), so that the second search costs about what
+    the first did. The query's own features are not repeated: they searched
+    already."""
     w, h = feats.image_size
-    locs, descs = [feats.locations], [feats.descriptors]
+    budget = len(feats) if budget is None else int(budget)
+    share = budget // max(len(sources), 1)
+    locs, descs = [], []
     for r in sources:
         xy, desc = index.photo_features(r.name)
         try:
@@ -49,11 +56,14 @@ def expanded_features(index, feats: Features, sources: list) -> Features:
             q = p[:, :2] / p[:, 2:3]
         inside = np.isfinite(q).all(axis=1) & (q[:, 0] >= 0) & (q[:, 0] <= w - 1) & (q[:, 1] >= 0) \
             & (q[:, 1] <= h - 1)
-        locs.append(q[inside].astype(np.float32))
-        descs.append(desc[inside])
+        keep = np.flatnonzero(inside)[:share]
+        locs.append(q[keep].astype(np.float32))
+        descs.append(desc[keep])
     n = sum(len(x) for x in locs)
-    return Features(np.concatenate(locs), np.concatenate(descs), np.ones(n, np.float32), np.ones(n, np.float32),
-                    (w, h))
+    dim = feats.descriptors.shape[1]
+    return Features(np.concatenate(locs) if locs else np.zeros((0, 2), np.float32),
+                    np.concatenate(descs) if descs else np.zeros((0, dim), np.float32),
+                    np.ones(n, np.float32), np.ones(n, np.float32), (w, h))
 
 
 def merge(first: Answer, second: Answer, sources: list) -> Answer:
@@ -85,6 +95,8 @@ def expand(index, feats: Features, answer: Answer, search, top: int) -> tuple[An
     if not sources:
         return answer, None
     ef = expanded_features(index, feats, sources)
+    if not len(ef):
+        return answer, None
     return merge(answer, search(ef, [r.name for r in sources]), sources), ef
 
 

@@ -1,0 +1,92 @@
+"""Spatially verified query expansion on real photos (the bundled walk through Lund):
+what the first look misses is found through a confident match, never from an
+unconfident one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine import Engine
+from engine.demo import sample_photos
+from engine.expansion import expanded_features, expansion_sources
+
+
+@pytest.fixture(scope="module")
+def lund(tmp_path_factory, small_extractor):
+    photos = sample_photos()
+    idx = tmp_path_factory.mktemp("expansion") / "lund.idx"
+    Engine.build(idx, photos[:-1], extractor=small_extractor).close()
+    # Two candidates per search: the first look verifies only the two nearest photos of the walk.
+    engine = Engine.open(idx, candidates=2, extractor=small_extractor)
+    yield engine, photos
+    engine.close()
+
+
+def test_a_positive_beyond_the_candidates_is_found_through_a_confident_match(lund):
+    engine, photos = lund
+    plain = engine.search(photos[-1], expand=0)
+    expanded = engine.search(photos[-1], expand=2)
+    first = [r.name for r in plain.results]
+    assert first == ["lund_09.jpg", "lund_08.jpg"] and plain.expanded_from == []
+    assert expanded.expanded_from == first
+    # The first round's confident results keep their places...
+    assert [r.name for r in expanded.results[:2]] == first
+    # ...and photos farther along the walk, not even candidates of the first look, are verified and
+    # confidently matched through them.
+    new = [r for r in expanded.results if r.name not in first]
+    assert new and all(r.verified for r in new)
+    assert any(r.confidence >= engine.threshold and r.inliers >= 20 for r in new)
+    assert expanded.match == plain.match and expanded.confidence == plain.confidence
+
+
+def test_an_unconfident_answer_is_not_expanded(lund):
+    import skimage.data
+
+    engine, _ = lund
+    image = skimage.data.astronaut()
+    plain = engine.search(image, name="astronaut", expand=0)
+    expanded = engine.search(image, name="astronaut", expand=3)
+    assert not plain.match and expansion_sources(plain, 3) == []
+    assert expanded.expanded_from == []
+    assert [(r.name, r.inliers) for r in expanded.results] == [(r.name, r.inliers) for r in plain.results]
+
+
+def test_expanded_features_lie_inside_the_query_where_the_model_maps_them(lund):
+    engine, photos = lund
+    feats = engine.extractor.extract(photos[-1])
+    plain = engine.search(feats, name="q", expand=0)
+    source = plain.results[0]
+    ef = expanded_features(engine.index, feats, [source])
+    w, h = feats.image_size
+    extra = ef.locations
+    # As many as the query has at most: the second search costs about what the first did.
+    assert 50 < len(extra) <= len(feats)
+    assert (extra[:, 0] >= 0).all() and (extra[:, 0] <= w - 1).all() and (extra[:, 1] >= 0).all() \
+        and (extra[:, 1] <= h - 1).all()
+    # Mapped forward again by the verified model, they land on the source photo's own keypoints.
+    xy, desc = engine.index.photo_features(source.name)
+    fwd = np.c_[extra, np.ones(len(extra))] @ np.asarray(source.verification.model).T
+    fwd = fwd[:, :2] / fwd[:, 2:3]
+    dist = np.linalg.norm(fwd[:, None, :] - xy[None, :, :], axis=2).min(axis=1)
+    assert dist.max() < 1e-2
+    assert np.allclose(np.linalg.norm(ef.descriptors, axis=1), 1.0, atol=1e-4)
+    # Two sources share the budget.
+    two = expanded_features(engine.index, feats, plain.results[:2], budget=100)
+    assert len(two) <= 100
+
+
+def test_search_command_expands_and_reports_it(lund, tmp_path):
+    from tools.cli import main
+
+    engine, photos = lund
+    out = tmp_path / "a.json"
+    assert main(["search", engine.index_dir, photos[-1], "--candidates", "2", "--expand", "2", "--top", "6",
+                 "--json", str(out)]) == 0
+    q = json.loads(out.read_text())["queries"][0]
+    assert q["expanded_from"] == ["lund_09.jpg", "lund_08.jpg"] and len(q["results"]) > 2
+    assert main(["search", engine.index_dir, photos[-1], "--candidates", "2", "--no-expand", "--json", str(out)]) == 0
+    q = json.loads(out.read_text())["queries"][0]
+    assert "expanded_from" not in q and len(q["results"]) == 2
