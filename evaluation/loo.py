@@ -64,4 +64,35 @@ def leave_one_out(features: str, index_dir: str, labels: dict, expand_values=(0,
     return out
 
 
-__all__ = ["full_ranking", "leave_one_out"]
+
+
+def evaluate_loo(data: str, work: str, expand_values=(0, 1), conf=None, candidates: int = 100,
+                 progress: bool = True, log=print) -> dict:
+    """`delf evaluate loo`: the photos of landmarks/ and ukbench/ (extracted once into
+    WORK/features.h5, indexed once in WORK/index), each searching all the others."""
+    import os
+
+    from delf.extract import extract_to_h5
+    from delf.extractor import make_extractor
+    from index import IndexConf, build_index
+
+    from .collection import collection_inputs
+    from .roxford import conf_key
+
+    items, labels = collection_inputs(data)
+    os.makedirs(work, exist_ok=True)
+    extractor = make_extractor(conf)
+    key = conf_key(extractor.resolved_conf())
+    features = os.path.join(work, f"loo-{key}.h5")
+    rep = extract_to_h5(items, features, extractor=extractor, progress=progress)
+    for path, problem in rep.failed:
+        log(f"{path}: {problem}")
+    index_dir = os.path.join(work, f"loo-{key}.idx")
+    if not os.path.isfile(os.path.join(index_dir, "manifest.json")):
+        build_index(index_dir, [features], IndexConf(build_threads=1), overwrite=True)
+    res = leave_one_out(features, index_dir, labels, expand_values, candidates, progress, log)
+    return {"expand": res, "setup": {"data": os.path.abspath(data), "features": features, "index": index_dir,
+                                     "candidates": candidates, "extractor_conf": extractor.resolved_conf()}}
+
+
+__all__ = ["evaluate_loo", "full_ranking", "leave_one_out"]

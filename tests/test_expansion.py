@@ -90,3 +90,26 @@ def test_search_command_expands_and_reports_it(lund, tmp_path):
     assert main(["search", engine.index_dir, photos[-1], "--candidates", "2", "--no-expand", "--json", str(out)]) == 0
     q = json.loads(out.read_text())["queries"][0]
     assert "expanded_from" not in q and len(q["results"]) == 2
+
+
+def test_leave_one_out_scores_each_photo_against_its_label(tmp_path, small_extractor):
+    """evaluation.loo on real photos: four of the Lund walk and the four views of two UKBench objects."""
+    from delf.extract import extract_to_h5
+    from evaluation.loo import leave_one_out
+    from index import IndexConf, build_index
+
+    from .conftest import need_data
+
+    uk = need_data("ukbench", "images")
+    items = [(p, f"lund/{i}.jpg") for i, p in enumerate(sample_photos()[5:9])]
+    items += [(str(uk / f"ukbench{k:05d}.jpg"), f"uk/{k}.jpg") for k in range(8)]
+    labels = {n: ("lund" if n.startswith("lund") else f"object{int(n[3:-4]) // 4}") for _, n in items}
+    feats = tmp_path / "f.h5"
+    extract_to_h5(items, str(feats), extractor=small_extractor, progress=False)
+    build_index(tmp_path / "i", [feats], IndexConf(n_trees=4, build_threads=1))
+    res = leave_one_out(str(feats), str(tmp_path / "i"), labels, (0, 1), candidates=10, progress=False,
+                        log=lambda m: None)
+    assert set(res) == {"0", "1"} and res["0"]["queries"] == 12
+    # Every photo's own kind comes first: the Lund photos find each other, each object its views.
+    assert res["0"]["map"] > 80 and res["0"]["positives_in_top100"] == 1.0
+    assert res["0"]["expanded_queries"] == 0 and res["1"]["expanded_queries"] > 0

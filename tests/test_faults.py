@@ -218,6 +218,7 @@ CASES = [
     ("evaluate-roxford-missing", ["evaluate", "roxford", "--data", "missing", "--work", "w"], "missing"),
     ("evaluate-roxford-unwritable", ["evaluate", "roxford", "--data", "adir", "--work", "ro/w"], "ro/w"),
     ("evaluate-reject-missing", ["evaluate", "reject", "--data", "missing", "--work", "w"], "missing"),
+    ("evaluate-loo-missing", ["evaluate", "loo", "--data", "missing", "--work", "w"], "missing"),
     ("evaluate-collection-missing", ["evaluate", "collection", "--data", "missing", "--out", "c"], "missing"),
     # bench
     ("bench-homography-missing", ["bench", "homography", "--data", "missing"], "missing"),
