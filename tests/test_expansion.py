@@ -113,3 +113,23 @@ def test_leave_one_out_scores_each_photo_against_its_label(tmp_path, small_extra
     # Every photo's own kind comes first: the Lund photos find each other, each object its views.
     assert res["0"]["map"] > 80 and res["0"]["positives_in_top100"] == 1.0
     assert res["0"]["expanded_queries"] == 0 and res["1"]["expanded_queries"] > 0
+
+
+def test_no_expansion_unless_the_best_result_is_a_match():
+    """Results are ranked by inliers: a lower one may be more confident than the best. Expanding
+    from it would move it first and turn a "no match" into a match, so nothing expands then."""
+    from verify.estimate import Verification
+    from verify.rerank import Answer, Result
+
+    model = np.eye(3)
+
+    def result(name, inliers, confidence):
+        v = Verification(model=model, inliers=np.ones(inliers, bool), num_inliers=inliers, spread=0.3, trials=1)
+        return Result(name=name, votes=inliers, score=float(inliers), vote_rank=0, putative=inliers,
+                      inliers=inliers, spread=0.3, unique_inliers=inliers, confidence=confidence, verification=v)
+
+    unsure = Answer("q", [result("a", 40, 0.90), result("b", 30, 0.95)], threshold=0.92)
+    assert not unsure.match and expansion_sources(unsure, 3) == []
+    sure = Answer("q", [result("a", 40, 0.97), result("b", 30, 0.90), result("c", 20, 0.93)], threshold=0.92)
+    assert [r.name for r in expansion_sources(sure, 3)] == ["a", "c"]
+    assert [r.name for r in expansion_sources(sure, 1)] == ["a"]
