@@ -51,7 +51,11 @@ def register(sub) -> None:
                     "are chosen here, never on Oxford.")
     o.add_argument("--data", required=True, help="folder with landmarks/ and ukbench/")
     o.add_argument("--expand", default="0,1", help="query expansion values, comma-separated (default: %(default)s)")
-    _common(o)
+    o.add_argument("--json", help="write the results here")
+    o.add_argument("--work", default=DEFAULT_WORK, help="features and index, reused across runs (default: %(default)s)")
+    o.add_argument("--candidates", type=int, default=100, help="candidates verified per query (default: %(default)s)")
+    o.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_conf_args(o)
     o.set_defaults(func=run_loo)
 
 
@@ -119,7 +123,12 @@ def run_loo(args) -> int:
     from common.files import write_json
     from evaluation.loo import evaluate_loo
 
-    values = [int(v) for v in args.expand.split(",")]
+    try:
+        values = [int(v) for v in args.expand.split(",")]
+    except ValueError:
+        raise ValueError(f"--expand takes whole numbers separated by commas, got {args.expand!r}") from None
+    if any(v < 0 for v in values):
+        raise ValueError(f"--expand values must be 0 or more, got {args.expand!r}")
     res = evaluate_loo(args.data, args.work, values, conf_from_args(args), candidates=args.candidates,
                        progress=not args.quiet)
     if args.json:
