@@ -82,12 +82,6 @@ def search_query(index, feats, name: str = "", settings: SearchSettings | None =
     return ans, last
 
 
-def predicted_label(answer: Answer) -> tuple[str | None, float]:
-    """Landmark recognition: the label of the best result when the answer is
-    a match (its confidence), else (None, confidence of the best result)."""
-    return answer.label, answer.confidence
-
-
 def draw_result(query_image, db_image, query: str, result):
     """Picture (RGB uint8) of a verified result's inliers: the query (a path or
     an RGB array) left, the database photo right, the inliers joined; None
@@ -156,4 +150,4 @@ def format_answer(ans: Answer, top: int) -> list[str]:
 
 
 __all__ = ["SearchSettings", "answer_query", "conf_from_resolved", "default_search_conf", "draw_result", "format_answer",
-           "predicted_label", "query_items", "search_query"]
+           "query_items", "search_query"]

@@ -140,9 +140,7 @@ class Service:
             ans = engine.search(feats, name=name)
         if threshold is not None:
             ans.threshold = float(threshold)
-        out = ans.to_dict(top)
-        if engine.labels is not None and labels is not False:
-            out["predicted_label"], out["label_confidence"] = ans.label, round(ans.confidence, 4)
+        out = ans.to_dict(top, labelled=engine.labels is not None and labels is not False)
         if self.db_images:
             for r in out["results"]:
                 r["image_url"] = image_url(r["name"])

@@ -95,11 +95,7 @@ def run(args) -> int:
             _draw(ans, args)
     if args.json:
         out = {"index": os.path.abspath(args.index), "threshold": engine.threshold, "queries": []}
-        for ans in answers:
-            d = ans.to_dict(args.top)
-            if labelled:
-                d["predicted_label"], d["label_confidence"] = ans.label, round(ans.confidence, 4)
-            out["queries"].append(d)
+        out["queries"] = [ans.to_dict(args.top, labelled=labelled) for ans in answers]
         out["failed"] = failed
         write_json(args.json, out)
     if failed and answers:

@@ -114,7 +114,9 @@ class Answer:
         """Every result at or above the threshold (best first)."""
         return [r for r in self.results if r.confidence >= self.threshold]
 
-    def to_dict(self, top: int | None = None) -> dict:
+    def to_dict(self, top: int | None = None, labelled: bool = False) -> dict:
+        """The answer as JSON (``delf search --json``, ``POST /search``); ``labelled``: with the landmark
+        recognition fields ``predicted_label`` (``.label``) and ``label_confidence``."""
         res = self.results if top is None else self.results[:top]
         d = {
             "query": self.query, "decision": "match" if self.match else "no match",
@@ -125,6 +127,8 @@ class Answer:
         }
         if self.expanded_from:
             d["expanded_from"] = list(self.expanded_from)
+        if labelled:
+            d["predicted_label"], d["label_confidence"] = self.label, round(self.confidence, 4)
         return d
 
 
