@@ -71,7 +71,7 @@ class Engine:
     def __init__(self, index_dir, calibration: Calibration | str | os.PathLike | None = None,
                  threshold: float | None = None, labels: dict | str | os.PathLike | None = None,
                  candidates: int = EngineConf.candidates, search_k: int = EngineConf.search_k,
-                 seed: int = EngineConf.seed, expand: int = EngineConf.expand, extractor=None):
+                 seed: int = EngineConf.seed, expand: int = EngineConf.expand, extractor=None, client=None):
         self.conf = EngineConf(candidates=candidates, search_k=search_k, seed=seed, threshold=threshold,
                                expand=expand)
         if not os.path.isdir(index_dir):
@@ -81,7 +81,8 @@ class Engine:
             search=SearchConf(top_n=candidates, search_k=search_k),
             rerank=RerankConf(verify_top=candidates, seed=seed), calibration=cal, threshold=threshold,
         ).resolved()
-        self.index = Index(index_dir)
+        # client: a distributed.Client whose workers search the index's shards (segments)
+        self.index = Index(index_dir, client=client)
         self.index_dir = os.fspath(index_dir)
         self._labels_source = labels
         self._labels = None  # (index generation, {name: label})

@@ -1,13 +1,24 @@
-"""Benchmark behind `delf bench index`: the Annoy index against the exact search, in the same run
-with the same threads, on real descriptors and on a scaled set of >= 1M.
+"""Benchmark behind `delf bench index`: the compact "pq" index against today's
+Annoy index and exact search of the uncompressed descriptors, in one run with
+the same threads, on the Oxford database and on scaled sets of real descriptors
+plus noise.
 
-Timings are end-to-end ``Index.search`` calls (neighbours and votes) per 1000
-query descriptors, the minimum over --repeats interleaved runs (these machines
-are shared). recall@1: the query descriptors whose first Annoy neighbour is as
-near as the exact first neighbour; recall@10: the mean share of the exact 10
-nearest neighbours among Annoy's 10. shortlist_agreement: over the queries, the
-mean share of the exact search's top-100 photos (by votes) that the Annoy
-search also ranks in its top 100.
+- ``index``: the pq index of the features file: bytes on disk per descriptor
+  (everything: codes, rows, locations, codebook, photo tables, manifest) and
+  per photo, build seconds.
+- ``oxford``: each GND query (cropped to its bbx) searched as ``Index.search``
+  does (neighbours and votes), the minimum over --repeats interleaved runs, in
+  ms per query of 1000 descriptors; ``shortlist_agreement``: the mean share of
+  the exact search's top-100 photos that the pq search also ranks in its top
+  100; ``positives_in_top100``: the mean share of each query's GND positives
+  (easy + hard) in the pq top 100 (the same for exact and Annoy beside it).
+- ``scaled``: per --scale, the real descriptors plus jittered, renormalised
+  copies, indexed as pq with the default conf (codebook trained on that set);
+  ``recall_at_1``: the query descriptors (a sample) whose first pq neighbour is
+  truly as near as the exact first neighbour (a tie counts, copies make ids
+  ambiguous); ``ms_per_query`` as above.
+- ``deterministic``: a second build with one thread has the same bytes (every
+  file's SHA-256) and the same rankings as the default build.
 """
 
 from __future__ import annotations
@@ -91,44 +102,19 @@ def load_queries(gnd_path: str, db_conf: dict, queries: str | None, images: str 
 
 
 def _warm(idx, desc, conf) -> None:
-    """One untimed pass of each mode: page cache, mappings, kernels, thread pool."""
-    for mode in ("exact", "annoy"):
-        idx.knn(desc[:256], conf.replace(mode=mode))
+    """One untimed pass: page cache, mappings, kernels, thread pool, tables."""
+    idx.knn(desc[:256], conf)
 
 
-def _time_searches(idx, queries, conf, repeats: int, keep: bool = True):
+def _time_searches(idx, queries, conf, repeats: int = 1):
     """Best-of-``repeats`` seconds for searching every query; the last run's answers."""
     best = np.inf
     answers = None
     for _ in range(max(1, repeats)):
         t = time.perf_counter()
-        answers = [idx.search(feats, conf, keep_knn=keep) for _, feats in queries]
+        answers = [idx.search(feats, conf) for _, feats in queries]
         best = min(best, time.perf_counter() - t)
     return best, answers
-
-
-def _time_knn(idx, desc, conf, repeats: int):
-    best = np.inf
-    out = None
-    for _ in range(max(1, repeats)):
-        t = time.perf_counter()
-        out = idx.knn(desc, conf)
-        best = min(best, time.perf_counter() - t)
-    return best, out[0], out[1]
-
-
-def recalls(exact_d, exact_r, approx_d, approx_r) -> tuple[float, float]:
-    # A tie at the first distance is a hit: duplicates make ids ambiguous.
-    r1 = float(np.mean(approx_d[:, 0] <= exact_d[:, 0] * (1 + 1e-5) + 1e-6))
-    k = min(10, exact_r.shape[1])
-    hits = [len(set(a[:k][a[:k] >= 0]) & set(b[:k][b[:k] >= 0])) / k for a, b in zip(exact_r, approx_r)]
-    return r1, float(np.mean(hits))
-
-
-def _stack_knn(answers):
-    rows = np.concatenate([c.extra["knn_rows"] for c in answers])
-    dist = np.concatenate([c.extra["knn_distances"] for c in answers])
-    return rows, dist
 
 
 def shortlist_agreement(exact_answers, approx_answers, top: int = 100) -> float:
@@ -139,61 +125,67 @@ def shortlist_agreement(exact_answers, approx_answers, top: int = 100) -> float:
     return float(np.mean(fr))
 
 
-def _revote(snap, answers, qs, conf):
-    from index.search import vote
-
-    return [vote(snap, c.extra["knn_rows"], c.extra["knn_distances"], f.locations, conf)
-            for c, (_, f) in zip(answers, qs)]
-
-
-# Rankings compared at the default settings: the default, and plain k-NN voting.
-_RANKINGS = {
-    "default": {},
-    "count, no cutoff": {"weighting": "count", "cutoff": None},
-    "adaptive, no cutoff": {"weighting": "adaptive", "cutoff": None},
-}
-
-
-def _shortlist_recall(gnd_path, qs, exact_answers, approx_answers, snap, conf):
-    """Share of each query's positives (easy + hard of GND) in the top 100, per
-    ranking, exact and Annoy: how good a shortlist each ranking makes."""
+def positives_in_top(gnd_path: str, queries, answers, top: int = 100) -> float | None:
     with open(gnd_path) as f:
         gnd = {q["query"]: q for q in json.load(f)["queries"]}
-    if not all(name in gnd and ("easy" in gnd[name] or "hard" in gnd[name]) for name, _ in qs):
-        return None
-    out = {}
-    for label, vc in _RANKINGS.items():
-        wc = conf.replace(**vc)
-        for mode, answers in (("exact", exact_answers), ("annoy", approx_answers)):
-            ranked = _revote(snap, answers, qs, wc)
-            fr = []
-            for (name, _), c in zip(qs, ranked):
-                pos = set(gnd[name].get("easy", [])) | set(gnd[name].get("hard", []))
-                if pos:
-                    top = {os.path.splitext(n)[0] for n in c.names[:100]}
-                    fr.append(len(pos & top) / len(pos))
-            out[f"{label} ({mode})"] = float(np.mean(fr)) if fr else None
+    fr = []
+    for (name, _), c in zip(queries, answers):
+        pos = set(gnd.get(name, {}).get("easy", [])) | set(gnd.get(name, {}).get("hard", []))
+        if pos:
+            fr.append(len(pos & {os.path.splitext(n)[0] for n in c.names[:top]}) / len(pos))
+    return float(np.mean(fr)) if fr else None
+
+
+def exact_knn(db: np.ndarray, q: np.ndarray, k: int, threads: int):
+    """Exact k nearest rows of unit ``db`` for unit ``q``: (rows, distances), ascending."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from index.blas import blas_threads
+    from index.kernels import topk_update
+
+    best_s = np.full((len(q), k), -np.inf, np.float32)
+    best_i = np.full((len(q), k), -1, np.int64)
+    blocks = [slice(a, a + 256) for a in range(0, len(q), 256)]
+
+    def run(b):
+        with blas_threads(1):
+            for c0 in range(0, len(db), 32768):
+                topk_update(q[b] @ db[c0:c0 + 32768].T, c0, best_s[b], best_i[b])
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(run, blocks))
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    s = np.take_along_axis(best_s, order, 1)
+    return np.take_along_axis(best_i, order, 1), np.sqrt(np.maximum(2 - 2 * s, 0)).astype(np.float32)
+
+
+def _hashes(path: str) -> dict:
+    from index import store
+
+    m = store.read_manifest(path)
+    out = {f"codebook/{k}": v["sha256"] for k, v in (m.get("codebook") or {}).get("files", {}).items()}
+    for i, seg in enumerate(m["segments"]):
+        out.update({f"{i}/{k}": v["sha256"] for k, v in seg["files"].items()})
     return out
 
 
-def _dir_bytes(info: dict) -> int:
-    return int(info["bytes_on_disk"])
+def _same_answers(a, b) -> bool:
+    return all(x.names == y.names and np.array_equal(x.votes, y.votes) and np.array_equal(x.db_idx, y.db_idx)
+               for x, y in zip(a, b))
 
 
-def bench_index(features: str, gnd: str, queries: str | None = None, images: str | None = None,
-                threads: int = 0, trees=(8, 16, 32), search_ks=(2000, 5000, 10000, 20000, 40000),
-                crossover_sizes=(25000, 50000, 100000, 200000, 400000), scaled: int = -1, jitter: float = 0.3,
+def bench_index(features: str, gnd: str, scales=(1_000_000, 3_000_000, 10_000_000), queries: str | None = None,
+                images: str | None = None, threads: int = 0, annoy_index: str | None = None, jitter: float = 0.3,
                 sample: int = 2000, repeats: int = 2, workdir: str | None = None, seed: int = 0,
                 log=lambda *a: None) -> dict:
-    from index import Index, IndexConf, SearchConf, build_index
+    from index import Index, IndexConf, SearchConf, build_index, index_info
+    from index import pq
     from index.kernels import warm_up
 
     warm_up()
+    pq.warm_up()
     threads = int(threads) or (os.cpu_count() or 1)
-    default_search = SearchConf(threads=threads)
-    default_trees = IndexConf().n_trees
-    trees = sorted(set(trees) | {default_trees})
-    search_ks = sorted(set(search_ks) | {default_search.search_k})
+    conf = SearchConf(threads=threads)
     rng = np.random.default_rng(seed)
     tmp = workdir or tempfile.mkdtemp(prefix="bench-index-")
     os.makedirs(tmp, exist_ok=True)
@@ -204,197 +196,119 @@ def bench_index(features: str, gnd: str, queries: str | None = None, images: str
         qs, q_conf = load_queries(gnd, db_conf, queries, images)
         n_qdesc = int(sum(len(f) for _, f in qs))
         log(f"queries: {len(qs)}, {n_qdesc} descriptors")
+        per_query = 1000.0 / n_qdesc  # seconds for all queries -> ms per query of 1000 descriptors
 
-        exact_conf = default_search.replace(mode="exact")
-        annoy_conf = default_search.replace(mode="annoy")
-        builds = {}
-        for nt in trees:
-            path = os.path.join(tmp, f"real-{nt}.idx")
+        # The pq index, twice: default threads and one thread.
+        pq_path = os.path.join(tmp, "pq.idx")
+        t = time.perf_counter()
+        info = build_index(pq_path, [features], IndexConf(), overwrite=True)
+        build_s = time.perf_counter() - t
+        log(f"pq: built in {build_s:.1f} s, {info['bytes_on_disk'] / info['descriptors']:.2f} bytes/descriptor")
+        pq1_path = os.path.join(tmp, "pq-1thread.idx")
+        build_index(pq1_path, [features], IndexConf(build_threads=1), overwrite=True)
+
+        # Today's Annoy index (reused when given), whose stored descriptors the exact search reads.
+        if annoy_index:
+            ann_path = annoy_index
+            ann_info = index_info(ann_path)
+            if ann_info["kind"] != "annoy" or ann_info["descriptors"] != n_real:
+                raise ValueError(f"{ann_path}: not an Annoy index of {features} ({ann_info['kind']}, "
+                                 f"{ann_info['descriptors']} descriptors)")
+        else:
+            ann_path = os.path.join(tmp, "annoy.idx")
             t = time.perf_counter()
-            info = build_index(path, [features], IndexConf(n_trees=nt), overwrite=True)
-            builds[nt] = {"build_s": time.perf_counter() - t,
-                          "bytes_per_descriptor": _dir_bytes(info) / info["descriptors"], "path": path}
-            log(f"built {nt} trees in {builds[nt]['build_s']:.1f} s, "
-                f"{builds[nt]['bytes_per_descriptor']:.0f} bytes/descriptor")
+            ann_info = build_index(ann_path, [features], IndexConf(kind="annoy"), overwrite=True)
+            log(f"annoy: built in {time.perf_counter() - t:.1f} s")
 
-        curve = []
-        exact_s = None
-        default_entry = None
-        for nt in trees:
-            with Index(builds[nt]["path"]) as idx:
+        with Index(pq_path) as ipq, Index(pq1_path) as ipq1, Index(ann_path) as iann:
+            for idx in (ipq, ipq1, iann):
                 idx.check_query_conf(q_conf)
-                _warm(idx, qs[0][1].descriptors, default_search)
-                if exact_s is None:
-                    exact_s, exact_ans = _time_searches(idx, qs, exact_conf, 1)
-                    exact_rows, exact_dist = _stack_knn(exact_ans)
-                    log(f"exact: {exact_s / n_qdesc * 1e6:.0f} ms per 1000")
-                for sk in search_ks:
-                    conf = annoy_conf.replace(search_k=sk)
-                    is_default = nt == default_trees and sk == default_search.search_k
-                    if is_default:
-                        # Interleaved with the exact search, so both see the same machine load.
-                        s, ans = np.inf, None
-                        for _ in range(max(1, repeats)):
-                            e, _ = _time_searches(idx, qs, exact_conf, 1, keep=False)
-                            exact_s = min(exact_s, e)
-                            a, ans = _time_searches(idx, qs, conf, 1)
-                            s = min(s, a)
-                    else:
-                        s, ans = _time_searches(idx, qs, conf, 1)
-                    rows, dist = _stack_knn(ans)
-                    r1, r10 = recalls(exact_dist, exact_rows, dist, rows)
-                    entry = {
-                        "n_trees": nt, "search_k": sk, "weighting": conf.weighting, "cutoff": conf.cutoff,
-                        "recall_at_1": r1, "recall_at_10": r10, "ms_per_1000": s / n_qdesc * 1e6,
-                        "shortlist_agreement": shortlist_agreement(exact_ans, ans),
-                        "build_s": builds[nt]["build_s"],
-                        "bytes_per_descriptor": builds[nt]["bytes_per_descriptor"],
-                    }
-                    curve.append(entry)
-                    log(f"trees {nt} search_k {sk}: R@1 {r1:.3f} R@10 {r10:.3f} "
-                        f"{entry['ms_per_1000']:.0f} ms/1000 agreement {entry['shortlist_agreement']:.3f}")
-                    if is_default:
-                        default_entry = entry
-                        # The same neighbours ranked as plain k-NN voting would.
-                        snap = idx.snapshot()
-                        for label, vc in _RANKINGS.items():
-                            wc = conf.replace(**vc)
-                            if wc == conf:
-                                continue
-                            agree = shortlist_agreement(_revote(snap, exact_ans, qs, wc),
-                                                        _revote(snap, ans, qs, wc))
-                            curve.append(dict(entry, weighting=wc.weighting, cutoff=wc.cutoff,
-                                              shortlist_agreement=agree))
-                            log(f"  ranked by {label}: agreement {agree:.3f}")
-                        positives = _shortlist_recall(gnd, qs, exact_ans, ans, snap, conf)
-                        if positives is not None:
-                            entry["shortlist_positives"] = positives
-        exact_ms = exact_s / n_qdesc * 1e6
-        for e in curve:
-            e["speedup_vs_exact"] = exact_ms / e["ms_per_1000"]
+            _warm(ipq, qs[0][1].descriptors, conf)
+            _warm(iann, qs[0][1].descriptors, conf.replace(mode="exact"))
+            _warm(iann, qs[0][1].descriptors, conf.replace(mode="annoy"))
+            times = {"pq": np.inf, "exact": np.inf, "annoy": np.inf}
+            answers = {}
+            for _ in range(max(1, repeats)):  # interleaved: the three see the same machine load
+                for key, idx, c in (("exact", iann, conf.replace(mode="exact")), ("pq", ipq, conf),
+                                    ("annoy", iann, conf.replace(mode="annoy"))):
+                    s, answers[key] = _time_searches(idx, qs, c)
+                    times[key] = min(times[key], s)
+            one_thread = [ipq1.search(f, conf) for _, f in qs]
+        deterministic = _hashes(pq_path) == _hashes(pq1_path) and _same_answers(answers["pq"], one_thread)
+        oxford = {
+            "shortlist_agreement": shortlist_agreement(answers["exact"], answers["pq"]),
+            "positives_in_top100": positives_in_top(gnd, qs, answers["pq"]),
+            "ms_per_query": times["pq"] * per_query * 1000,
+            "exact_ms_per_query": times["exact"] * per_query * 1000,
+            "annoy_ms_per_query": times["annoy"] * per_query * 1000,
+            "exact_positives_in_top100": positives_in_top(gnd, qs, answers["exact"]),
+            "annoy_positives_in_top100": positives_in_top(gnd, qs, answers["annoy"]),
+            "annoy_shortlist_agreement": shortlist_agreement(answers["exact"], answers["annoy"]),
+            "annoy_bytes_per_descriptor": ann_info["bytes_on_disk"] / ann_info["descriptors"],
+        }
+        log("oxford: " + json.dumps(oxford))
+        shutil.rmtree(pq1_path, ignore_errors=True)
 
-        all_q = np.concatenate([f.descriptors for _, f in qs])
-        q_sample = all_q[rng.choice(len(all_q), min(sample, len(all_q)), replace=False)]
-        crossover = _crossover(db_items, db_conf, q_sample, crossover_sizes, default_search, repeats, tmp,
-                               rng, log)
-
-        scaled_result = None
-        if scaled != 0:
-            target = scaled if scaled > 0 else max(1_000_000, 2 * n_real)
-            scaled_result = _scaled(db_items, db_conf, target, jitter, q_sample, default_search, repeats, tmp,
-                                    rng, log)
+        all_q = np.concatenate([f.descriptors for _, f in qs]).astype(np.float32)
+        all_q /= np.linalg.norm(all_q, axis=1, keepdims=True)
+        q_sample = all_q[np.sort(rng.choice(len(all_q), min(sample, len(all_q)), replace=False))]
+        scaled = [_scaled(db_items, db_conf, int(n), jitter, qs, q_sample, conf, repeats, tmp, rng, per_query,
+                          threads, log) for n in scales]
         return {
-            "descriptors": n_real,
-            "bytes_per_descriptor": builds[default_trees]["bytes_per_descriptor"],
-            "exact": {
-                "ms_per_1000": exact_ms, "crossover": crossover,
-                "setup": {"features": os.path.abspath(features), "gnd": os.path.abspath(gnd),
-                          "photos": len(db_items), "queries": len(qs), "query_descriptors": n_qdesc,
-                          "threads": threads, "repeats": repeats, "jitter": jitter,
-                          "sample": int(len(q_sample)), "seed": seed, "cpu_count": os.cpu_count(),
-                          "load_average": list(os.getloadavg())},
-            },
-            "default": {
-                "search_k": default_search.search_k, "recall_at_1": default_entry["recall_at_1"],
-                "ms_per_1000": default_entry["ms_per_1000"], "recall_at_10": default_entry["recall_at_10"],
-                "n_trees": default_trees, "k": default_search.k, "top_n": default_search.top_n,
-                "weighting": default_search.weighting, "cutoff": default_search.cutoff,
-                "build_s": builds[default_trees]["build_s"],
-            },
-            "speedup_vs_exact": exact_ms / default_entry["ms_per_1000"],
-            "shortlist_agreement": default_entry["shortlist_agreement"],
-            "curve": curve,
-            "scaled": scaled_result,
+            "index": {"bytes_per_descriptor": info["bytes_on_disk"] / info["descriptors"],
+                      "bytes_per_photo": info["bytes_on_disk"] / info["photos"], "build_seconds": build_s,
+                      "descriptors": info["descriptors"], "photos": info["photos"], "codebook": info["codebook"]},
+            "oxford": oxford,
+            "scaled": scaled,
+            "deterministic": bool(deterministic),
+            "setup": {"features": os.path.abspath(features), "gnd": os.path.abspath(gnd), "queries": len(qs),
+                      "query_descriptors": n_qdesc, "threads": threads, "repeats": repeats, "jitter": jitter,
+                      "sample": int(len(q_sample)), "seed": seed, "cpu_count": os.cpu_count(),
+                      "search": conf.to_dict(), "load_average": list(os.getloadavg())},
         }
     finally:
         if workdir is None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _crossover(db_items, db_conf, q_sample, sizes, search, repeats, tmp, rng, log) -> dict:
-    """Exact vs Annoy (default settings) on growing subsets of the database."""
-    from index import Index, build_index_from_features
-
-    order = rng.permutation(len(db_items))
-    points = []
-    n_total = sum(len(f) for _, f in db_items)
-    for size in sorted(sizes):
-        if size >= n_total:
-            break
-        items, n = [], 0
-        for i in order:
-            items.append(db_items[i])
-            n += len(db_items[i][1])
-            if n >= size:
-                break
-        path = os.path.join(tmp, f"crossover-{size}.idx")
-        build_index_from_features(path, items, db_conf, overwrite=True)
-        with Index(path) as idx:
-            _warm(idx, q_sample, search)
-            te, ta = np.inf, np.inf
-            for _ in range(max(1, repeats)):
-                te = min(te, _time_knn(idx, q_sample, search.replace(mode="exact"), 1)[0])
-                ta = min(ta, _time_knn(idx, q_sample, search.replace(mode="annoy"), 1)[0])
-        shutil.rmtree(path, ignore_errors=True)
-        points.append({"descriptors": n, "exact_ms_per_1000": te / len(q_sample) * 1e6,
-                       "annoy_ms_per_1000": ta / len(q_sample) * 1e6})
-        log(f"crossover {n}: exact {points[-1]['exact_ms_per_1000']:.0f} "
-            f"annoy {points[-1]['annoy_ms_per_1000']:.0f} ms/1000")
-    # Exact cost grows with the size, Annoy's barely: the crossover is where the
-    # ratio passes 1, interpolated in log size between the bracketing points.
-    at = None
-    for a, b in zip(points, points[1:]):
-        ra = a["exact_ms_per_1000"] / a["annoy_ms_per_1000"]
-        rb = b["exact_ms_per_1000"] / b["annoy_ms_per_1000"]
-        if ra < 1 <= rb:
-            f = (0 - np.log(ra)) / (np.log(rb) - np.log(ra))
-            la, lb = np.log(a["descriptors"]), np.log(b["descriptors"])
-            at = int(np.exp(la + f * (lb - la)))
-            break
-    if at is None and points and points[0]["exact_ms_per_1000"] >= points[0]["annoy_ms_per_1000"]:
-        at = points[0]["descriptors"]
-    return {"descriptors": at, "points": points}
-
-
-def _scaled(db_items, db_conf, target, jitter, q_sample, search, repeats, tmp, rng, log) -> dict:
-    """The real descriptors plus jittered, renormalised copies, up to ``target``."""
+def _scaled(db_items, db_conf, target, jitter, qs, q_sample, conf, repeats, tmp, rng, per_query, threads,
+            log) -> dict:
+    """The real descriptors plus jittered, renormalised copies of whole photos, up to ``target``."""
     from delf.features import Features
     from index import Index, IndexConf, build_index_from_features
 
     n_real = sum(len(f) for _, f in db_items)
     copies = int(np.ceil(target / n_real)) - 1
-
-    def items():
-        yield from db_items
-        for j in range(copies):
-            for name, f in db_items:
-                if not len(f):
-                    continue
-                noise = rng.standard_normal(f.descriptors.shape).astype(np.float32)
-                noise *= jitter / np.sqrt(f.dim)
-                d = f.descriptors + noise
-                d /= np.linalg.norm(d, axis=1, keepdims=True)
-                yield f"{name}#copy{j + 1}", Features(f.locations, d, f.scales, f.scores, f.image_size)
-
+    items = list(db_items)
+    for j in range(copies):
+        for name, f in db_items:
+            if not len(f):
+                continue
+            noise = rng.standard_normal(f.descriptors.shape).astype(np.float32)
+            noise *= jitter / np.sqrt(f.dim)
+            d = f.descriptors + noise
+            d /= np.linalg.norm(d, axis=1, keepdims=True)
+            items.append((f"{name}#copy{j + 1}", Features(f.locations, d, f.scales, f.scores, f.image_size)))
+    db = np.concatenate([f.descriptors for _, f in items]).astype(np.float32)
+    db /= np.linalg.norm(db, axis=1, keepdims=True)
     path = os.path.join(tmp, "scaled.idx")
     t = time.perf_counter()
-    info = build_index_from_features(path, items(), db_conf, IndexConf(), overwrite=True)
+    info = build_index_from_features(path, items, db_conf, IndexConf(), overwrite=True)
     build_s = time.perf_counter() - t
+    del items
     n = info["descriptors"]
-    log(f"scaled: {n} descriptors built in {build_s:.1f} s")
+    log(f"scaled {n}: built in {build_s:.1f} s")
     with Index(path) as idx:
-        _warm(idx, q_sample, search)
-        te, ta = np.inf, np.inf
-        for _ in range(max(1, repeats)):
-            s, er, ed = _time_knn(idx, q_sample, search.replace(mode="exact"), 1)
-            te = min(te, s)
-            s, ar, ad = _time_knn(idx, q_sample, search.replace(mode="annoy"), 1)
-            ta = min(ta, s)
-    r1, r10 = recalls(ed, er, ad, ar)
+        _warm(idx, q_sample, conf)
+        s, _ = _time_searches(idx, qs, conf, repeats)
+        rows, _, _, _ = idx.knn(q_sample, conf)
+    er, ed = exact_knn(db, q_sample, 1, threads)
+    first = rows[:, 0]
+    true_d = np.where(first >= 0, np.linalg.norm(db[np.maximum(first, 0)] - q_sample, axis=1), np.inf)
+    r1 = float(np.mean(true_d <= ed[:, 0] * (1 + 1e-5) + 1e-6))
     shutil.rmtree(path, ignore_errors=True)
-    out = {"descriptors": int(n), "recall_at_1": r1, "speedup_vs_exact": te / ta, "recall_at_10": r10,
-           "exact_ms_per_1000": te / len(q_sample) * 1e6, "ms_per_1000": ta / len(q_sample) * 1e6,
-           "search_k": search.search_k, "n_trees": IndexConf().n_trees, "build_s": build_s,
-           "bytes_per_descriptor": info["bytes_on_disk"] / n, "jitter": jitter, "copies": copies}
-    log(f"scaled: R@1 {r1:.3f} R@10 {r10:.3f} speedup {te / ta:.2f}")
+    out = {"descriptors": int(n), "ms_per_query": s * per_query * 1000, "recall_at_1": r1,
+           "bytes_per_descriptor": info["bytes_on_disk"] / n, "build_seconds": build_s,
+           "nlist": info["codebook"]["nlist"], "copies": copies}
+    log(f"scaled {n}: " + json.dumps(out))
     return out

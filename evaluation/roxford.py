@@ -66,15 +66,19 @@ def database_features(jpg: str, names: list, work: str, extractor, db_features: 
     return path
 
 
-def database_index(features: str, work: str, log=_log_default) -> str:
-    """An index of ``features`` in the work folder (built once, reused while the features file is unchanged)."""
+def database_index(features: str, work: str, log=_log_default, kind: str = "pq") -> str:
+    """An index of ``features`` in the work folder (built once, reused while the features file is unchanged),
+    of the given kind (``IndexConf.kind``)."""
     from delf.featio import FeatureFile
     from index import IndexConf, build_index, index_info
 
     st = os.stat(features)
     with FeatureFile(features) as ff:
-        key = conf_key({"conf": ff.conf, "photos": len(ff), "size": st.st_size, "path": os.path.abspath(features),
-                        "build": "one-thread"})
+        spec = {"conf": ff.conf, "photos": len(ff), "size": st.st_size, "path": os.path.abspath(features),
+                "build": "one-thread"}
+        if kind != "annoy":  # the Annoy index keeps the key it had before there were kinds
+            spec["kind"] = kind
+        key = conf_key(spec)
     idx = os.path.join(work, f"index-{key}")
     if os.path.isfile(os.path.join(idx, "manifest.json")):
         try:
@@ -86,7 +90,7 @@ def database_index(features: str, work: str, log=_log_default) -> str:
     t0 = time.perf_counter()
     # One build thread: Annoy's multi-threaded builds differ from run to run, and with a handful of
     # queries one photo's rank moves Hard mAP by many points; an evaluation must be reproducible.
-    build_index(idx, [features], IndexConf(build_threads=1), overwrite=True)
+    build_index(idx, [features], IndexConf(kind=kind, build_threads=1), overwrite=True)
     log(f"index built in {time.perf_counter() - t0:.0f} s")
     return idx
 
@@ -154,31 +158,55 @@ def positives_in_top(gnd: dict, rankings: dict, top: int = 100) -> float:
 
 def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, skimage_queries: int = 2,
                      db_features: str | None = None, threshold: float | None = None, expand: int | None = None,
-                     progress: bool = True, log=_log_default) -> dict:
+                     index_kind: str = "pq", compare_kinds=(), progress: bool = True, log=_log_default) -> dict:
     """The engine on Revisited Oxford: mAP and mP@k, Medium and Hard, with and without re-ranking,
     and per-query times (``evaluation.sift.evaluate_roxford_sift`` is the RootSIFT reference). The
     same queries are also answered with query expansion (``expand`` confident results, default:
-    the engine's), reported apart under "expansion"."""
+    the engine's), reported apart under "expansion". ``compare_kinds``: index kinds also evaluated
+    in the same run, on the same query features (results under "compare")."""
     from delf.extractor import make_extractor
-    from engine import Engine, EngineConf
-    from engine.searching import search_query
+    from engine import EngineConf
 
     expand = EngineConf.expand if expand is None else int(expand)
     gnd, jpg, qdir = oxford_layout(data)
     os.makedirs(work, exist_ok=True)
     extractor = make_extractor(conf)
     feats_path = database_features(jpg, gnd["database"], work, extractor, db_features, progress, log)
-    idx_path = database_index(feats_path, work, log)
-    rer, norr, rerx, per_query = {}, {}, {}, []
-    t_search, t_verify, t_sk, t_extract, t_expand, n_expanded = [], [], [], [], [], 0
     # All queries are extracted first: TensorFlow's worker threads keep spinning for a
     # while after an extraction and would slow the search timed right after it.
-    query_feats = []
+    query_feats, t_extract = [], []
     for q in gnd["queries"]:
         name = q["query"]
         t0 = time.perf_counter()
         query_feats.append(extractor.extract(crop_query(os.path.join(qdir, f"{name}.jpg"), q["bbx"]), name))
         t_extract.append((time.perf_counter() - t0) * 1000)
+    out = None
+    compare = {}
+    for kind in (index_kind, *[k for k in compare_kinds if k != index_kind]):
+        idx_path = database_index(feats_path, work, log, kind)
+        res = _evaluate_index(idx_path, gnd, query_feats, extractor, verify_top, skimage_queries, threshold,
+                              expand, log)
+        res["timing_ms"]["extract_query"] = _mean(t_extract)
+        res["setup"].update({"data": os.path.abspath(data), "features": feats_path, "index_kind": kind})
+        if out is None:
+            out = res
+        else:
+            compare[kind] = {k: res[k] for k in ("medium", "hard", "no_rerank", "positives_in_top100", "timing_ms",
+                                                 "expansion", "setup") if k in res}
+            compare[kind]["per_query"] = [{k: v for k, v in p.items() if k.startswith(("query", "ap_", "top1"))}
+                                          for p in res["per_query"]]
+    if compare:
+        out["compare"] = compare
+    return out
+
+
+def _evaluate_index(idx_path: str, gnd: dict, query_feats: list, extractor, verify_top: int, skimage_queries: int,
+                    threshold, expand: int, log) -> dict:
+    from engine import Engine
+    from engine.searching import search_query
+
+    rer, norr, rerx, per_query = {}, {}, {}, []
+    t_search, t_verify, t_sk, t_expand, n_expanded = [], [], [], [], 0
     with Engine.open(idx_path, candidates=verify_top, threshold=threshold, extractor=extractor) as engine:
         settings = engine.settings
         for i, (q, feats) in enumerate(zip(gnd["queries"], query_feats)):
@@ -213,15 +241,14 @@ def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, ski
     res = evaluate_rankings(gnd, rer)
     nr = evaluate_rankings(gnd, norr)
     ex = evaluate_rankings(gnd, rerx) if expand else None
-    for pq in per_query:
-        pq.update({f"ap_{s}": res["per_query"].get(pq["query"], {}).get(s, {}).get("ap") for s in ("medium", "hard")})
-        pq.update({f"ap_{s}_no_rerank": nr["per_query"].get(pq["query"], {}).get(s, {}).get("ap")
-                   for s in ("medium", "hard")})
+    for pqr in per_query:
+        pqr.update({f"ap_{s}": res["per_query"].get(pqr["query"], {}).get(s, {}).get("ap") for s in ("medium", "hard")})
+        pqr.update({f"ap_{s}_no_rerank": nr["per_query"].get(pqr["query"], {}).get(s, {}).get("ap")
+                    for s in ("medium", "hard")})
         if ex is not None:
-            pq.update({f"ap_{s}_expanded": ex["per_query"].get(pq["query"], {}).get(s, {}).get("ap")
-                       for s in ("medium", "hard")})
-    timing = {"search": _mean(t_search), "verify": _mean(t_verify), "verify_skimage": _mean(t_sk),
-              "extract_query": _mean(t_extract)}
+            pqr.update({f"ap_{s}_expanded": ex["per_query"].get(pqr["query"], {}).get(s, {}).get("ap")
+                        for s in ("medium", "hard")})
+    timing = {"search": _mean(t_search), "verify": _mean(t_verify), "verify_skimage": _mean(t_sk)}
     if t_sk:
         mine = _mean(t_search[: len(t_sk)]) + _mean(t_verify[: len(t_sk)])
         timing["skimage_queries"] = len(t_sk)
@@ -231,8 +258,8 @@ def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, ski
         "no_rerank": {"medium": nr["medium"], "hard": nr["hard"]},
         "positives_in_top100": positives_in_top(gnd, rer),
         "timing_ms": timing, "per_query": per_query,
-        "setup": {"data": os.path.abspath(data), "database_photos": len(gnd["database"]),
-                  "queries": len(gnd["queries"]), "verify_top": verify_top, "features": feats_path,
+        "setup": {"database_photos": len(gnd["database"]),
+                  "queries": len(gnd["queries"]), "verify_top": verify_top,
                   "index": idx_path, "extractor_conf": extractor.resolved_conf(),
                   "threshold": settings.threshold},
     }

@@ -43,6 +43,12 @@ class SearchConf(DictConf):
     mode: str = "auto"
     exact_below: int = 200_000  # measured crossover on 1M Oxford descriptors: about 230k (README)
     threads: int = 0  # 0: one per core
+    # pq indexes: coarse cells visited per query descriptor (their inverted lists are scanned) ...
+    nprobe: int = 16
+    # ... and more in a segment too small for that many lists to hold min_scan codes.
+    min_scan: int = 4096
+    # pq segments below this many live descriptors are searched exhaustively (every code).
+    pq_exact_below: int = 20_000
     # How a neighbour counts for its photo. "adaptive": 1 - d^2 / d_k^2, with
     # d_k the query keypoint's k-th neighbour distance, so the k-th neighbour
     # weighs nothing and no vote hangs on the exact edge of the k nearest;
@@ -62,11 +68,12 @@ class SearchConf(DictConf):
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
         if self.cutoff is not None and not float(self.cutoff) > 0:
             raise ValueError(f"cutoff must be > 0 or None, got {self.cutoff}")
-        for name in ("k", "search_k", "top_n"):
+        for name in ("k", "search_k", "top_n", "nprobe"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if int(self.exact_below) < 0 or int(self.threads) < 0:
-            raise ValueError("exact_below and threads must be >= 0")
+        if int(self.exact_below) < 0 or int(self.threads) < 0 or int(self.min_scan) < 0 \
+                or int(self.pq_exact_below) < 0:
+            raise ValueError("exact_below, pq_exact_below, min_scan and threads must be >= 0")
 
 
     @property
@@ -79,6 +86,7 @@ class SearchConf(DictConf):
 _ANNOY_BLOCK = 64
 _EXACT_BLOCK = 256
 _EXACT_CHUNK = 32768
+_IVF_BLOCK = 128
 
 
 class _Snapshot:
@@ -114,6 +122,7 @@ class _Snapshot:
             if segments else np.zeros(0, np.int32)
         self.photo_dead = self.dead[ids] if len(ids) else np.zeros(0, bool)
         self._where = None  # built on the first without()
+        self.excluded: tuple = ()  # names searched as if not indexed (without())
 
     @property
     def n_descriptors(self) -> int:
@@ -156,6 +165,7 @@ class _Snapshot:
         if not hits:
             return self
         snap = copy.copy(self)
+        snap.excluded = tuple(sorted(set(self.excluded) | {n for n in names if n in self._where}))
         snap.dead, snap.photo_dead = self.dead.copy(), self.photo_dead.copy()
         snap.dead_rows, snap.live = list(self.dead_rows), list(self.live)
         copied = set()
@@ -196,13 +206,15 @@ class Index:
     because segments never change once written.
     """
 
-    def __init__(self, path: str | os.PathLike, check: str = "size", auto_refresh: bool = True):
+    def __init__(self, path: str | os.PathLike, check: str = "size", auto_refresh: bool = True, client=None):
         if check not in ("size", "full"):
             raise ValueError(f"check must be 'size' or 'full', got {check!r}")
         self.path = os.fspath(path)
+        self.client = client  # a distributed.Client: segments are searched on its workers
         self.check = check
         self.auto_refresh = auto_refresh
-        self._segments: dict[str, store.Segment] = {}
+        self._segments: dict = {}
+        self._codebook = None  # (name, Codebook) of the loaded state
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
@@ -218,11 +230,18 @@ class Index:
             stamp = store.manifest_stamp(self.path)
             manifest = store.read_manifest(self.path)
             try:
+                cb_entry = manifest.get("codebook")
+                codebook = None
+                if cb_entry:
+                    if self._codebook is not None and self._codebook[0] == cb_entry["name"]:
+                        codebook = self._codebook[1]
+                    else:
+                        codebook = store.open_codebook(self.path, cb_entry, manifest["dim"], self.check)
                 segs = []
                 for entry in manifest["segments"]:
                     seg = self._segments.get(entry["name"])
                     if seg is None:
-                        seg = store.Segment(self.path, entry, manifest["dim"], check=self.check)
+                        seg = store.open_segment(self.path, entry, manifest["dim"], codebook, check=self.check)
                     segs.append(seg)
             except IndexFileError as exc:
                 last_exc = exc
@@ -230,6 +249,7 @@ class Index:
                     continue
                 raise
             self._segments = {s.name: s for s in segs}
+            self._codebook = (cb_entry["name"], codebook) if cb_entry else None
             return _Snapshot(manifest, segs, stamp)
         raise last_exc
 
@@ -319,13 +339,25 @@ class Index:
 
         Returns ``(rows, distances, modes, snapshot)``: ``rows`` int64 (Q, k) are
         global rows of that snapshot (-1 where fewer than k were found),
-        ``distances`` float32 (Q, k) ascending, ``modes`` the mode per segment."""
+        ``distances`` float32 (Q, k) ascending, ``modes`` the mode per segment.
+        With a Dask client (``Index(path, client=...)``) each segment (shard)
+        is searched on a worker; the merge is the same."""
         conf = conf or SearchConf()
         snap = snap or self.snapshot()
         q = np.ascontiguousarray(descriptors, np.float32)
         if q.ndim != 2 or (len(q) and q.shape[1] != self.dim):
             raise ValueError(f"query descriptors must be (N, {self.dim}), got shape {q.shape}")
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        if self.client is not None:
+            rows, dist, modes = sharded_knn(self, q, conf, snap)
+        else:
+            rows, dist, modes = self.segment_knn(q, conf, snap)
+        return (*merge_segments(rows, dist, int(conf.k)), modes, snap)
+
+    def segment_knn(self, q: np.ndarray, conf: SearchConf, snap: _Snapshot, only=None):
+        """Per-segment k nearest neighbours of unit query rows: rows int64 and
+        distances float32 (Q, segments, k) (global rows), and the mode per
+        segment. ``only``: the segment positions to search (others stay empty)."""
         k = int(conf.k)
         n_seg = len(snap.segments)
         rows = np.full((len(q), max(n_seg, 1), k), -1, np.int64)
@@ -334,8 +366,21 @@ class Index:
         tasks = []
         q_list = None
         for s, seg in enumerate(snap.segments):
-            if snap.live[s] == 0:
+            if snap.live[s] == 0 or (only is not None and s not in only):
                 modes.append("empty")
+                continue
+            if seg.kind == "pq":
+                exact = conf.mode == "exact" or (conf.mode == "auto" and snap.live[s] < conf.pq_exact_below)
+                modes.append("exact" if exact else "ivf")
+                if exact:
+                    for a in range(0, len(q), _EXACT_BLOCK):
+                        tasks.append((_exact_block_pq, seg, snap.dead_rows[s], q[a:a + _EXACT_BLOCK], a, s))
+                else:
+                    n_probe = min(seg.codebook.nlist, max(int(conf.nprobe), int(math.ceil(
+                        conf.min_scan * seg.codebook.nlist / max(snap.live[s], 1)))))
+                    for a in range(0, len(q), _IVF_BLOCK):
+                        tasks.append((_ivf_block, seg, snap.dead_rows[s], (q[a:a + _IVF_BLOCK], n_probe,
+                                                                         conf.search_k), a, s))
                 continue
             exact = conf.mode == "exact" or (conf.mode == "auto" and snap.live[s] < conf.exact_below)
             modes.append("exact" if exact else "annoy")
@@ -364,13 +409,7 @@ class Index:
                 run(t)
         else:
             list(self._executor(n_threads).map(run, tasks))
-        rows = rows.reshape(len(q), max(n_seg, 1) * k)
-        dist = dist.reshape(len(q), max(n_seg, 1) * k)
-        if rows.shape[1] > k:
-            order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-            rows = np.take_along_axis(rows, order, 1)
-            dist = np.take_along_axis(dist, order, 1)
-        return rows, dist, modes, snap
+        return rows, dist, modes
 
     def search(self, query, conf: SearchConf | None = None, query_conf=None,
                keep_knn: bool = False, exclude=()) -> Candidates:
@@ -402,6 +441,19 @@ class Index:
         if keep_knn:
             cands.extra.update(knn_rows=rows, knn_distances=dist)
         return cands
+
+
+def merge_segments(rows: np.ndarray, dist: np.ndarray, k: int):
+    """(Q, segments, k) per-segment neighbours -> the k nearest (Q, k); ties go
+    to the earlier segment, so every way of computing the parts merges alike."""
+    n_q = rows.shape[0]
+    rows = rows.reshape(n_q, rows.shape[1] * rows.shape[2])
+    dist = dist.reshape(n_q, dist.shape[1] * dist.shape[2])
+    if rows.shape[1] > k:
+        order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        rows = np.take_along_axis(rows, order, 1)
+        dist = np.take_along_axis(dist, order, 1)
+    return rows, dist
 
 
 def _annoy_block(seg, dead, arg, k):
@@ -452,6 +504,74 @@ def _exact_block(seg, dead, q, k):
     found = np.isfinite(best_s)
     dist = np.where(found, np.sqrt(np.maximum(2.0 - 2.0 * best_s, 0.0)), np.inf).astype(np.float32)
     return np.where(found, best_i, -1), dist
+
+
+def _exact_block_pq(seg, dead, q, k):
+    """Every code of a pq segment: matrix products with the reconstructions,
+    ranked by |q - r|^2 = 1 - 2 (q.r - |r|^2 / 2) (the same distance the
+    inverted-file scan computes)."""
+    desc, half_sq = seg.decoded()
+    from .blas import blas_threads
+    from .kernels import topk_update
+
+    best_s = np.full((len(q), k), -np.inf, np.float32)
+    best_i = np.full((len(q), k), -1, np.int64)
+    with blas_threads(1):
+        for c0 in range(0, len(desc), _EXACT_CHUNK):
+            sim = q @ desc[c0:c0 + _EXACT_CHUNK].T
+            sim -= half_sq[None, c0:c0 + _EXACT_CHUNK]
+            if dead is not None:
+                sim[:, dead[c0:c0 + _EXACT_CHUNK]] = -np.inf
+            topk_update(sim, c0, best_s, best_i)
+    return _sorted_result(np.where(np.isfinite(best_s), 1.0 - 2.0 * best_s, np.inf), best_i)
+
+
+def _sorted_result(sq_dist, rows):
+    """Rows ascending by (squared distance, row), as distances; -1 / inf where none."""
+    sq_dist = np.asarray(sq_dist, np.float64)
+    order = np.lexsort((rows, sq_dist), axis=-1) if sq_dist.size else np.zeros(sq_dist.shape, np.int64)
+    sq_dist = np.take_along_axis(sq_dist, order, 1)
+    rows = np.take_along_axis(rows, order, 1)
+    found = np.isfinite(sq_dist) & (rows >= 0)
+    dist = np.where(found, np.sqrt(np.maximum(sq_dist, 0.0)), np.inf).astype(np.float32)
+    return np.where(found, rows, -1), dist
+
+
+def _ivf_block(seg, dead, arg, k):
+    """The inverted-file search of a pq segment: Annoy finds each query row's
+    nearest coarse cells, the Numba kernel scans their lists."""
+    from . import pq
+
+    q, n_probe, search_k = arg
+    cb = seg.codebook
+    q = cb.rotate(q)
+    probes = np.full((len(q), n_probe), -1, np.int64)
+    search_k = max(int(search_k), n_probe * 4 * 16)
+    for i, v in enumerate(q.tolist()):
+        ids = cb.ann.get_nns_by_vector(v, n_probe, search_k)
+        probes[i, :len(ids)] = ids
+    cent = cb.coarse[np.maximum(probes, 0)]
+    probe_d = np.einsum("ipd,ipd->ip", q[:, None, :] - cent, q[:, None, :] - cent).astype(np.float32)
+    qt = pq.query_tables(q, cb.pq, cb.bounds)
+    best_d = np.full((len(q), k), np.inf, np.float32)
+    best_r = np.full((len(q), k), -1, np.int64)
+    no_dead = _no_dead(seg.n) if dead is None else dead
+    pq.ivf_scan(qt, probes, probe_d, cb.cell_tables(), seg.list_offsets, np.asarray(seg.arrays["codes"]),
+                np.asarray(seg.arrays["list_rows"]), no_dead, best_d, best_r)
+    return _sorted_result(best_d, best_r)
+
+
+_NO_DEAD: dict = {}
+
+
+def _no_dead(n: int) -> np.ndarray:
+    arr = _NO_DEAD.get(n)
+    if arr is None:
+        arr = _NO_DEAD[n] = np.zeros(n, bool)
+        if len(_NO_DEAD) > 64:
+            _NO_DEAD.clear()
+            _NO_DEAD[n] = arr
+    return arr
 
 
 def match_weights(dist: np.ndarray, conf: SearchConf) -> np.ndarray:
@@ -518,5 +638,73 @@ def vote(snap: _Snapshot, rows, dist, q_xy, conf: SearchConf, modes=()) -> Candi
     )
 
 
-def open_index(path: str | os.PathLike, check: str = "size") -> Index:
-    return Index(path, check=check)
+def open_index(path: str | os.PathLike, check: str = "size", client=None) -> Index:
+    return Index(path, check=check, client=client)
+
+
+# ---------------------------------------------------------------- shards on a Dask cluster
+#
+# Each worker opens the index once (its segments are memory-mapped, so workers on
+# one machine share the pages) and searches only the shards given to it: shard
+# ``s`` always goes to the same worker (``s`` modulo the workers, in address
+# order), so each worker maps only its own. The client merges the per-shard
+# neighbours exactly as one process does (``search.merge_segments``), then votes
+# and verification run as always: the same answers as without the cluster.
+
+_OPEN: dict = {}
+_LOCK = threading.Lock()
+
+
+def _worker_index(path: str):
+    with _LOCK:
+        idx = _OPEN.get(path)
+        if idx is None:
+            idx = _OPEN[path] = Index(path)
+        return idx
+
+
+def search_shards(path: str, generation: int, shards: list[int], q: np.ndarray, conf: dict, excluded: tuple):
+    """Runs on a worker: the neighbours in ``shards`` (segment positions) of the
+    index state ``generation``; (rows, distances, modes) as ``Index.segment_knn``."""
+    idx = _worker_index(path)
+    snap = idx.snapshot()
+    if snap.generation != generation:
+        raise ValueError(
+            f"{path}: the index changed during the search (state {snap.generation} on a worker, "
+            f"{generation} on the client); search again"
+        )
+    if excluded:
+        snap = snap.without(excluded)
+    conf = SearchConf.from_dict(conf).replace(threads=1)
+    rows, dist, modes = idx.segment_knn(q, conf, snap, only=set(shards))
+    return rows[:, shards], dist[:, shards], [modes[s] for s in shards]
+
+
+def sharded_knn(index, q: np.ndarray, conf, snap):
+    """``Index.segment_knn`` with the segments spread over ``index.client``'s workers."""
+    client = index.client
+    n_seg = len(snap.segments)
+    k = int(conf.k)
+    rows = np.full((len(q), max(n_seg, 1), k), -1, np.int64)
+    dist = np.full((len(q), max(n_seg, 1), k), np.inf, np.float32)
+    if n_seg == 0:
+        return rows, dist, []
+    workers = sorted(client.scheduler_info()["workers"])
+    if not workers:
+        raise ValueError("the Dask cluster has no workers")
+    plan: dict[str, list[int]] = {}
+    for s in range(n_seg):
+        plan.setdefault(workers[s % len(workers)], []).append(s)
+    q_future = client.scatter(q, broadcast=True)
+    futures = {w: client.submit(search_shards, index.path, snap.generation, shards, q_future, conf.to_dict(),
+                                snap.excluded, workers=[w], allow_other_workers=False, pure=False)
+               for w, shards in plan.items()}
+    modes = [""] * n_seg
+    for w, fut in futures.items():
+        r, d, m = fut.result()
+        shards = plan[w]
+        rows[:, shards] = r
+        dist[:, shards] = d
+        for s, mode in zip(shards, m):
+            modes[s] = mode
+    return rows, dist, modes

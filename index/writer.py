@@ -26,24 +26,47 @@ from .store import IndexFileError, WriterLock
 class IndexConf(DictConf):
     """How segments are built; recorded in the manifest and reused by add and compact."""
 
-    # Annoy trees per segment. On 1M 40-D descriptors, 128 trees at search_k
+    # "pq": the compact inverted file of product-quantised codes (index/pq.py,
+    # about 20 bytes per descriptor); "annoy": one Annoy forest over the full
+    # descriptors (about 2 KB per descriptor), the format before version 2.
+    kind: str = "pq"
+    # pq: coarse cells; 0 = chosen from the build's descriptors (index/pq.py auto_nlist).
+    nlist: int = 0
+    # pq: one-byte codes per descriptor (groups of 2 or 3 of the 40 dimensions): 16 codes, 3 bytes of
+    # row and 3 of location make 22 bytes per descriptor, the codebook about 1 more at 1M descriptors.
+    pq_m: int = 16
+    coarse_trees: int = 16  # pq: Annoy trees over the coarse centroids
+    train_iters: int = 10  # pq: k-means iterations of the coarse quantiser (the groups get 10 more)
+    train_max: int = 0  # pq: descriptors sampled to train on; 0 = max(64 nlist, 65536)
+    shards: int = 1  # segments written by build and compact (a Dask worker each, `delf search --workers`)
+    # annoy: trees per segment. On 1M 40-D descriptors, 128 trees at search_k
     # 2000 beat 16 trees at search_k 4000 in both recall and speed; the price is
     # about 2 KB per descriptor on disk and a longer build (README, `delf bench index`).
     n_trees: int = 128
-    build_threads: int = -1  # Annoy build threads; -1: all cores
-    seed: int = 0  # Annoy's random hyperplanes; builds repeat exactly only with build_threads=1
+    # Build threads; -1: all cores. A pq index is the same for any count; an
+    # annoy one repeats exactly only with 1.
+    build_threads: int = -1
+    seed: int = 0  # k-means samples; Annoy's random hyperplanes
     lock_timeout: float = 0.0  # seconds to wait for another writer before giving up
 
     def __post_init__(self):
-        if int(self.n_trees) < 1:
-            raise ValueError(f"n_trees must be >= 1, got {self.n_trees}")
+        if self.kind not in store.KINDS:
+            raise ValueError(f"kind must be one of {', '.join(store.KINDS)}, got {self.kind!r}")
+        for name in ("n_trees", "pq_m", "coarse_trees", "train_iters", "shards"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.nlist) < 0 or int(self.train_max) < 0:
+            raise ValueError("nlist and train_max must be >= 0")
         if float(self.lock_timeout) < 0:
             raise ValueError(f"lock_timeout must be >= 0, got {self.lock_timeout}")
 
+    @property
+    def n_threads(self) -> int:
+        return int(self.build_threads) if int(self.build_threads) > 0 else (os.cpu_count() or 1)
 
 
 # Stored in the manifest: only what decides the segments' content.
-_PERSISTED = ("n_trees", "seed")
+_PERSISTED = ("kind", "n_trees", "seed", "shards")
 
 
 def _stored_conf(conf: IndexConf) -> dict:
@@ -131,32 +154,100 @@ class _Batch:
             seen.add(name)
             self.add(name, feats, expect_dim, f"photo {name!r}", where)
 
-    def write_segment(self, index_dir: str, manifest: dict, conf: IndexConf) -> dict:
+    def write_segments(self, index_dir: str, manifest: dict, conf: IndexConf, codebook=None,
+                       shards: int = 1) -> list[dict]:
+        """The batch as ``shards`` segments of whole photos (about equal descriptors each)."""
         dim = manifest["dim"]
         first_id = manifest["next_photo_id"]
         n_photos = len(self.names)
         counts = np.asarray(self.counts, np.int64)
         desc = np.concatenate([d.reshape(-1, dim) for d in self.descriptors]) if counts.sum() else \
             np.zeros((0, dim), np.float32)
+        desc = np.asarray(desc, np.float32)
         # Re-normalised because float16 files round the unit rows.
         desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+        xy = np.concatenate(self.xy).reshape(-1, 2) if counts.sum() else np.zeros((0, 2), np.float32)
+        sizes = np.asarray(self.sizes, np.int64).reshape(-1, 2)
         photo_ids = np.arange(first_id, first_id + n_photos, dtype=np.int64)
-        entry = store.write_segment(
-            index_dir, store.new_segment_name(manifest["generation"] + 1), dim, conf.n_trees,
-            conf.build_threads, conf.seed,
-            descriptors=desc,
-            desc_photo=np.repeat(photo_ids, counts),
-            desc_keypoint=np.concatenate([np.arange(c) for c in counts]) if n_photos else np.zeros(0),
-            desc_xy=np.concatenate(self.xy) if counts.sum() else np.zeros((0, 2)),
-            photo_ids=photo_ids, photo_sizes=np.asarray(self.sizes).reshape(-1, 2), photo_counts=counts,
-            photo_names=self.names,
-        )
+        rows = {
+            "descriptors": desc,
+            "desc_photo": np.repeat(photo_ids, counts),
+            "desc_keypoint": np.concatenate([np.arange(c) for c in counts]) if n_photos else np.zeros(0),
+            "desc_xy": xy,
+        }
+        photos = {"photo_ids": photo_ids, "photo_sizes": sizes, "photo_counts": counts}
         manifest["next_photo_id"] = first_id + n_photos
-        return entry
+        return write_rows(index_dir, manifest, conf, codebook, rows, photos, list(self.names), shards)
+
+
+def _shard_bounds(counts: np.ndarray, shards: int) -> list[tuple[int, int]]:
+    """Photo ranges of ``shards`` parts with about equal descriptors (no empty part)."""
+    shards = max(1, min(int(shards), len(counts)))
+    if shards == 1:
+        return [(0, len(counts))]
+    cum = np.cumsum(counts)
+    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, shards) / shards, side="left") + 1
+    edges = np.unique(np.clip(np.concatenate([[0], cuts, [len(counts)]]), 0, len(counts)))
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def write_rows(index_dir: str, manifest: dict, conf: IndexConf, codebook, rows: dict, photos: dict,
+               names: list[str], shards: int = 1) -> list[dict]:
+    """Segments holding photos (``photos``: ids, sizes, counts) and their rows in
+    photo order: "pq" segments take (cells, codes, xy16) or encode "descriptors"
+    with ``codebook``; "annoy" segments take descriptors, desc_photo,
+    desc_keypoint and desc_xy."""
+    from . import pq
+
+    counts = np.asarray(photos["photo_counts"], np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    # A pq segment's rows fit in 3 bytes: more descriptors make more shards.
+    shards = max(int(shards), -(-int(starts[-1]) // pq.MAX_SEGMENT_ROWS))
+    if store.index_kind(manifest) == "pq" and "cells" not in rows:
+        cells, codes = codebook.encode(rows["descriptors"], conf.n_threads)
+        sizes = np.repeat(np.asarray(photos["photo_sizes"]).reshape(-1, 2), counts, axis=0)
+        rows = {"cells": cells, "codes": codes, "xy12": pq.pack_xy(rows["desc_xy"], sizes)}
+    entries = []
+    for a, b in _shard_bounds(counts, shards):
+        r = slice(int(starts[a]), int(starts[b]))
+        part = {k: np.asarray(v)[a:b] for k, v in photos.items()}
+        name = store.new_segment_name(manifest["generation"] + 1)
+        if store.index_kind(manifest) == "pq":
+            entries.append(store.write_pq_segment(
+                index_dir, name, codebook, rows["cells"][r], rows["codes"][r], rows["xy12"][r],
+                part["photo_ids"], part["photo_sizes"], part["photo_counts"], names[a:b]))
+        else:
+            entries.append(store.write_segment(
+                index_dir, name, manifest["dim"], conf.n_trees, conf.build_threads, conf.seed,
+                descriptors=rows["descriptors"][r], desc_photo=rows["desc_photo"][r],
+                desc_keypoint=rows["desc_keypoint"][r], desc_xy=rows["desc_xy"][r], photo_names=names[a:b],
+                **part))
+    return entries
+
+
+def _train(index_dir: str, batch: "_Batch", conf: IndexConf):
+    """Trains and writes the codebook of a new pq index on the batch's descriptors."""
+    from . import pq
+
+    dim = batch.dim
+    desc = np.concatenate([np.asarray(d, np.float32).reshape(-1, dim) for d in batch.descriptors if len(d)])
+    desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    cb = pq.train_codebook(desc, conf.nlist, conf.pq_m, conf.seed, conf.train_iters, conf.train_max,
+                           conf.n_threads)
+    cb_conf = {"version": pq.CODEBOOK_VERSION, "nlist": cb.nlist, "pq_m": cb.m, "coarse_trees": conf.coarse_trees,
+               "seed": conf.seed, "train_iters": conf.train_iters, "trained_on": int(len(desc))}
+    entry = store.write_codebook(index_dir, cb, cb_conf)
+    return entry, store.open_codebook(index_dir, entry, dim)
+
+
+def _codebook(index_dir: str, manifest: dict):
+    cb = manifest.get("codebook")
+    return store.open_codebook(index_dir, cb, manifest["dim"]) if cb else None
 
 
 def _commit(index_dir: str, manifest: dict) -> dict:
     manifest["generation"] += 1
+    manifest["format_version"] = store.FORMAT_VERSION
     store.write_manifest(index_dir, manifest)
     # Readers that still map a swept segment keep their mapping; new readers
     # retry when a listed file vanishes under them.
@@ -261,7 +352,10 @@ def _build_locked(index_dir: str, fill, conf: IndexConf, overwrite: bool, source
         if old is not None:
             # Generations only grow, so readers notice the replacement.
             manifest["generation"] = old["generation"]
-        manifest["segments"].append(batch.write_segment(index_dir, manifest, conf))
+        codebook = None
+        if conf.kind == "pq":
+            manifest["codebook"], codebook = _train(index_dir, batch, conf)
+        manifest["segments"] += batch.write_segments(index_dir, manifest, conf, codebook, conf.shards)
         _commit(index_dir, manifest)
 
 
@@ -325,7 +419,7 @@ def _add(index_dir, fill, conf: IndexConf | None, source: str, skip_hint: str) -
                 f"{', ...' if len(dup) > 5 else ''}); remove them first with `delf index remove`, "
                 f"or {skip_hint}"
             )
-        manifest["segments"].append(batch.write_segment(index_dir, manifest, conf))
+        manifest["segments"] += batch.write_segments(index_dir, manifest, conf, _codebook(index_dir, manifest))
         _commit(index_dir, manifest)
     return index_info(index_dir)
 
@@ -364,20 +458,28 @@ def compact_index(index_dir: str | os.PathLike, conf: IndexConf | None = None) -
         manifest = store.read_manifest(index_dir)
         store.sweep(index_dir, manifest)
         conf = _effective_conf(manifest, conf)
-        if len(manifest["segments"]) <= 1 and not manifest["tombstones"]:
+        if len(manifest["segments"]) <= conf.shards and not manifest["tombstones"]:
             return index_info(index_dir)
         dim = manifest["dim"]
         dead = np.asarray(manifest["tombstones"], np.int64)
-        parts = {k: [] for k in ("descriptors", "desc_photo", "desc_keypoint", "desc_xy",
-                                 "photo_ids", "photo_sizes", "photo_counts")}
+        codebook = _codebook(index_dir, manifest)
+        is_pq = store.index_kind(manifest) == "pq"
+        row_keys = ("cells", "codes", "xy12") if is_pq else ("descriptors", "desc_photo", "desc_keypoint", "desc_xy")
+        parts = {k: [] for k in (*row_keys, "photo_ids", "photo_sizes", "photo_counts")}
         names: list[str] = []
         for entry in manifest["segments"]:
-            seg = store.Segment(index_dir, entry, dim)
+            seg = store.open_segment(index_dir, entry, dim, codebook)
             try:
                 keep_desc = ~np.isin(seg.arrays["desc_photo"], dead)
                 keep_photo = ~np.isin(seg.arrays["photo_ids"], dead)
-                for k in ("descriptors", "desc_photo", "desc_keypoint", "desc_xy"):
-                    parts[k].append(np.asarray(seg.arrays[k][keep_desc]))
+                if is_pq:
+                    cells, codes = seg.cells_codes(np.flatnonzero(keep_desc))
+                    parts["cells"].append(cells)
+                    parts["codes"].append(codes)
+                    parts["xy12"].append(np.asarray(seg.arrays["xy12"][keep_desc]))
+                else:
+                    for k in row_keys:
+                        parts[k].append(np.asarray(seg.arrays[k][keep_desc]))
                 for k in ("photo_ids", "photo_sizes", "photo_counts"):
                     parts[k].append(np.asarray(seg.arrays[k][keep_photo]))
                 names.extend(n for n, kp in zip(seg.names, keep_photo.tolist()) if kp)
@@ -386,10 +488,8 @@ def compact_index(index_dir: str | os.PathLike, conf: IndexConf | None = None) -
         merged = {k: np.concatenate(v) if v else None for k, v in parts.items()}
         segments = []
         if len(names):
-            segments.append(store.write_segment(
-                index_dir, store.new_segment_name(manifest["generation"] + 1), dim, conf.n_trees,
-                conf.build_threads, conf.seed, photo_names=names, **merged,
-            ))
+            photos = {k: merged.pop(k) for k in ("photo_ids", "photo_sizes", "photo_counts")}
+            segments = write_rows(index_dir, manifest, conf, codebook, merged, photos, names, conf.shards)
         manifest["segments"] = segments
         manifest["tombstones"] = []
         _commit(index_dir, manifest)
@@ -409,8 +509,10 @@ def index_info(index_dir: str | os.PathLike, check: str = "size") -> dict:
     dead = set(manifest["tombstones"])
     photos = removed = descriptors = stored = 0
     segments = []
+    codebook = store.open_codebook(index_dir, manifest["codebook"], manifest["dim"], check) \
+        if manifest.get("codebook") else None
     for entry in manifest["segments"]:
-        seg = store.Segment(index_dir, entry, manifest["dim"], check=check)
+        seg = store.open_segment(index_dir, entry, manifest["dim"], codebook, check)
         try:
             ids = np.asarray(seg.arrays["photo_ids"])
             counts = np.asarray(seg.arrays["photo_counts"])
@@ -421,10 +523,12 @@ def index_info(index_dir: str | os.PathLike, check: str = "size") -> dict:
         removed += int(is_dead.sum())
         descriptors += int(counts[~is_dead].sum())
         stored += entry["descriptors"]
-        segments.append({"name": entry["name"], "photos": entry["photos"],
+        segments.append({"name": entry["name"], "kind": entry.get("kind", "annoy"), "photos": entry["photos"],
                          "descriptors": entry["descriptors"], "n_trees": entry.get("n_trees"),
                          "bytes": store.segment_bytes(entry)})
-    total_bytes = sum(s["bytes"] for s in segments) + os.path.getsize(store.manifest_path(index_dir))
+    cb = manifest.get("codebook")
+    cb_bytes = store.segment_bytes(cb) if cb else 0
+    total_bytes = sum(s["bytes"] for s in segments) + cb_bytes + os.path.getsize(store.manifest_path(index_dir))
     return {
         "path": index_dir,
         "format_version": manifest["format_version"],
@@ -435,6 +539,8 @@ def index_info(index_dir: str | os.PathLike, check: str = "size") -> dict:
         "stored_descriptors": stored,
         "dim": manifest["dim"],
         "segments": segments,
+        "kind": store.index_kind(manifest),
+        "codebook": dict(cb["conf"], bytes=cb_bytes) if cb else None,
         "bytes_on_disk": total_bytes,
         "index_conf": manifest["index_conf"],
         "extractor_conf": manifest["extractor_conf"],

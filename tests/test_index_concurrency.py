@@ -5,15 +5,26 @@ one complete state (the one whose generation it reports)."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 import time
 
 import numpy as np
+import pytest
 
 from index import Index, IndexConf, SearchConf, add_to_index, build_index, compact_index, remove_from_index
 
 from .test_index_util import make_photos, noisy_query, write_features
 
 CONF = IndexConf(n_trees=3, build_threads=1)
+
+
+@pytest.fixture(autouse=True, params=["pq", "annoy"])
+def kind(request, monkeypatch):
+    """Every test runs on both kinds of segment."""
+    monkeypatch.setattr(sys.modules[__name__], "CONF", IndexConf(kind=request.param, n_trees=3, build_threads=1))
+    return request.param
+
+
 READERS = 3
 _ctx = mp.get_context("fork")
 

@@ -12,7 +12,7 @@ from index.search import match_weights
 
 from .test_index_util import brute_force_knn, make_photos, noisy_query, unit, write_features
 
-FAST = IndexConf(n_trees=4, build_threads=1)
+FAST = IndexConf(kind="annoy", n_trees=4, build_threads=1)  # Annoy against exact; pq: test_index_pq.py
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from index.store import WriterLock
 
 from .test_index_util import CONF, make_photos, noisy_query, write_features
 
-FAST = IndexConf(n_trees=2, build_threads=1)
+# The "annoy" kind: these tests name its files; tests/test_index_pq.py repeats them for "pq".
+FAST = IndexConf(kind="annoy", n_trees=2, build_threads=1)
 
 
 @pytest.fixture()
@@ -51,7 +52,7 @@ def test_build_add_remove_compact_info_round_trip(tmp_path, two_files):
     assert info["extractor_conf"] == CONF and info["index_conf"]["n_trees"] == 2
     before = segment_files(idx_dir)
 
-    info = add_to_index(idx_dir, fb, IndexConf(n_trees=9, build_threads=1))
+    info = add_to_index(idx_dir, fb, IndexConf(kind="pq", n_trees=9, build_threads=1))
     assert info["photos"] == 20 and len(info["segments"]) == 2
     # add leaves existing segments untouched, and keeps the index's tree count
     after = segment_files(idx_dir)
@@ -234,7 +235,7 @@ def test_wrong_format_version(built):
     m["format_version"] = 99
     json.dump(m, open(p, "w"))
     with pytest.raises(IndexFileError,
-                       match=r"manifest.json: index format version 99, this engine reads version 1"):
+                       match=r"manifest.json: index format version 99, this engine reads versions 1, 2"):
         Index(idx_dir)
 
 

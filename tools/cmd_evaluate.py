@@ -30,6 +30,11 @@ def register(sub) -> None:
     r.add_argument("--skimage-queries", type=int, default=2,
                    help="queries whose candidates are also verified with scikit-image, for the time ratio "
                         "(default: %(default)s)")
+    r.add_argument("--index-kind", choices=("pq", "annoy"), default="pq",
+                   help="the database index's kind (default: %(default)s)")
+    r.add_argument("--compare-index", choices=("pq", "annoy"), action="append", default=[],
+                   help="also evaluate an index of this kind in the same run, on the same query features "
+                        "(reported under \"compare\"; repeatable)")
     r.set_defaults(func=run_roxford)
 
     j = ev.add_parser(
@@ -98,8 +103,12 @@ def run_roxford(args) -> int:
     else:
         res = evaluate_roxford(args.data, args.work, conf_from_args(args), verify_top=args.candidates,
                                skimage_queries=args.skimage_queries, db_features=args.db_features,
-                               threshold=args.threshold, expand=args.expand, progress=not args.quiet)
+                               threshold=args.threshold, expand=args.expand, index_kind=args.index_kind,
+                               compare_kinds=args.compare_index, progress=not args.quiet)
     _print(res)
+    for kind, c in res.get("compare", {}).items():
+        print(f"{kind} index: Medium mAP {c['medium']['map']:.2f}, Hard mAP {c['hard']['map']:.2f}, "
+              f"positives in top 100 {c['positives_in_top100']:.3f}, search {c['timing_ms']['search']:.0f} ms")
     if args.json:
         write_json(args.json, res)
     return 0

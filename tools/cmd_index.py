@@ -7,20 +7,33 @@ def register(sub) -> None:
     from index.writer import IndexConf
 
     d = IndexConf()
-    p = sub.add_parser("index", help="build and maintain the Annoy descriptor index",
-                       description="An index is a directory: a manifest, and one segment (Annoy file "
-                                   "plus .npy sidecars) per build, add or compact. One writer at a time; "
-                                   "any number of readers, who always see the last complete state.")
+    p = sub.add_parser("index", help="build and maintain the descriptor index",
+                       description="An index is a directory: a manifest, a codebook (the default compact "
+                                   "\"pq\" kind: Annoy over coarse centroids, product-quantised codes, about "
+                                   "23 bytes per descriptor) and one or more segments per build, add or compact. "
+                                   "One writer at a time; any number of readers, who always see the last "
+                                   "complete state.")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION")
     isub.required = True
 
     def writer_opts(q, build: bool = False) -> None:
         if build:
+            q.add_argument("--kind", choices=("pq", "annoy"), default=d.kind,
+                           help="pq: compact inverted file of product-quantised codes; annoy: one Annoy "
+                                "forest over the full descriptors, about 90x larger (default: %(default)s)")
+            q.add_argument("--shards", type=int, default=d.shards,
+                           help="segments of whole photos written by build and compact, searched in "
+                                "parallel by `delf search --workers/--scheduler` (default: %(default)s)")
+            q.add_argument("--nlist", type=int, default=d.nlist,
+                           help="pq: coarse cells; 0: about 4 sqrt(descriptors) (default: %(default)s)")
+            q.add_argument("--pq-m", type=int, default=d.pq_m,
+                           help="pq: one-byte codes per descriptor (default: %(default)s)")
             q.add_argument("--trees", type=int, default=d.n_trees,
-                           help="Annoy trees per segment, kept for later adds (default: %(default)s)")
-            q.add_argument("--seed", type=int, default=d.seed, help="Annoy seed (default: %(default)s)")
+                           help="annoy: trees per segment, kept for later adds (default: %(default)s)")
+            q.add_argument("--seed", type=int, default=d.seed, help="k-means and Annoy seed (default: %(default)s)")
         q.add_argument("--build-threads", type=int, default=d.build_threads,
-                       help="threads building Annoy trees; -1: all cores (default: %(default)s)")
+                       help="build threads; -1: all cores (a pq index is the same for any count) "
+                            "(default: %(default)s)")
         q.add_argument("--wait", type=float, default=d.lock_timeout,
                        help="seconds to wait for another writer to finish (default: %(default)s)")
 
@@ -45,7 +58,7 @@ def register(sub) -> None:
     writer_opts(q)
     q.set_defaults(func=run_remove)
 
-    q = isub.add_parser("compact", help="merge all segments into one, dropping removed photos")
+    q = isub.add_parser("compact", help="merge the segments into the index's shard count, dropping removed photos")
     q.add_argument("index", metavar="INDEX")
     writer_opts(q)
     q.set_defaults(func=run_compact)
@@ -78,7 +91,7 @@ def format_info(info: dict) -> str:
            if info["stored_descriptors"] != info["descriptors"] else ""),
         f"segments     {len(info['segments'])}",
         f"on disk      {_mib(info['bytes_on_disk'])} ({info['bytes_on_disk']} bytes)",
-        f"annoy        {info['index_conf'].get('n_trees')} trees, seed {info['index_conf'].get('seed')}",
+        _kind_line(info),
         f"extractor    backbone {conf.get('backbone')}, scales {conf.get('scales')}, pca {conf.get('pca')} "
         f"-> {conf.get('descriptor_dim', conf.get('pca_dim'))}-D",
     ]
@@ -88,11 +101,25 @@ def format_info(info: dict) -> str:
     return "\n".join(lines)
 
 
+def _kind_line(info: dict) -> str:
+    ic, cb = info["index_conf"], info.get("codebook")
+    per = info["bytes_on_disk"] / max(info["stored_descriptors"], 1)
+    if info.get("kind", "annoy") == "pq" and cb:
+        return (f"kind         pq: {cb['nlist']} cells, {cb['pq_m']} codes, {per:.1f} bytes per descriptor, "
+                f"seed {ic.get('seed')}")
+    return f"kind         annoy: {ic.get('n_trees')} trees, {per:.0f} bytes per descriptor, seed {ic.get('seed')}"
+
+
 def run_build(args) -> int:
     from index import build_index
 
-    info = build_index(args.index, args.features, _conf(args, n_trees=args.trees, seed=args.seed),
-                       overwrite=args.overwrite)
+    from common.errors import UserError
+
+    if args.shards < 1 or args.nlist < 0 or args.pq_m < 1:
+        raise UserError("--shards and --pq-m must be at least 1, --nlist at least 0")
+    info = build_index(args.index, args.features,
+                       _conf(args, kind=args.kind, shards=args.shards, nlist=args.nlist, pq_m=args.pq_m,
+                             n_trees=args.trees, seed=args.seed), overwrite=args.overwrite)
     print(format_info(info))
     return 0
 

@@ -41,6 +41,11 @@ def register(sub) -> None:
                    help="query expansion: up to N results at or above the threshold lend their features to a "
                         "second search (default: %d; 0 turns it off)" % _default_expand())
     p.add_argument("--no-expand", dest="expand", action="store_const", const=0, help="no query expansion")
+    p.add_argument("--workers", type=int,
+                   help="search the index's shards on a local Dask cluster of this many worker processes")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="search the index's shards on this Dask scheduler's workers (e.g. tcp://host:8786; "
+                        "they must see INDEX at the same path)")
     p.set_defaults(func=run)
 
 
@@ -67,9 +72,7 @@ def _default_threshold() -> str:
 
 def run(args) -> int:
     from common.errors import UserError
-    from common.files import write_json
     from engine import Engine
-    from engine.searching import format_answer
 
     if args.top < 1 or args.candidates < 1:
         raise UserError("--top and --candidates must be at least 1")
@@ -79,9 +82,20 @@ def run(args) -> int:
         raise UserError("--expand must be 0 or more")
     if args.draw and not args.db_images:
         raise UserError("--draw needs --db-images DIR (the folder the database photo names are relative to)")
-    engine = Engine.open(args.index, calibration=args.calibration, threshold=args.threshold, labels=args.labels,
-                         candidates=args.candidates, search_k=args.search_k or _default_search_k(), seed=args.seed,
-                         expand=_default_expand() if args.expand is None else args.expand)
+    from .cmd_collection import dask_client
+
+    with dask_client(args) as client:
+        engine = Engine.open(args.index, calibration=args.calibration, threshold=args.threshold,
+                             labels=args.labels, candidates=args.candidates,
+                             search_k=args.search_k or _default_search_k(), seed=args.seed,
+                             expand=_default_expand() if args.expand is None else args.expand, client=client)
+        return _search(engine, args)
+
+
+def _search(engine, args) -> int:
+    from common.files import write_json
+    from engine.searching import format_answer
+
     labelled = engine.labels is not None
     answers, failed = [], []
     for name, ans, error in engine.search_many(args.queries):
