@@ -187,9 +187,9 @@ class Codebook:
             return out @ self.rotation.T
 
     def cell_tables(self) -> np.ndarray:
-        """(nlist, m, 256) float32: 2 <c_j, r_jt> + |r_jt|^2 for every cell c and
-        code t of group j, so that |q - c - r|^2 = |q - c|^2 + T[c] - 2 <q_j, r_jt>.
-        Computed once per opened codebook (nlist x m x 1 KB)."""
+        """(nlist, m * 256) float32: 2 <c_j, r_jt> + |r_jt|^2 for every cell c and
+        code t of group j (flattened by group), so that |q - c - r|^2 = |q - c|^2 +
+        T[c] - 2 <q_j, r_jt>. Computed once per opened codebook (nlist x m x 1 KB)."""
         if self._cell_tables is None:
             t = np.empty((self.nlist, self.m, KSUB), np.float32)
             for j in range(self.m):
@@ -197,14 +197,30 @@ class Codebook:
                 r = self.pq[j, :, : hi - lo]
                 with blas_threads(1):
                     t[:, j, :] = 2.0 * (self.coarse[:, lo:hi] @ r.T) + np.einsum("ij,ij->i", r, r)[None, :]
-            self._cell_tables = t
+            self._cell_tables = t.reshape(self.nlist, self.m * KSUB)
         return self._cell_tables
+
+
+def _train_groups(y: np.ndarray, bounds: np.ndarray, iters: int, seed: int, threads: int) -> np.ndarray:
+    """Product-quantiser centroids (m, 256, w) of rows ``y`` (k-means per group of dimensions)."""
+    width = int(np.max(np.diff(bounds)))
+    pq = np.zeros((len(bounds) - 1, KSUB, width), np.float32)
+    for j in range(len(bounds) - 1):
+        lo, hi = int(bounds[j]), int(bounds[j + 1])
+        c = kmeans(np.ascontiguousarray(y[:, lo:hi]), KSUB, iters, seed + 1 + j, threads)
+        pq[j, : len(c), : hi - lo] = c
+        if len(c) < KSUB:  # fewer training points than codes: the rest repeat the first
+            pq[j, len(c):, : hi - lo] = c[0]
+    return pq
 
 
 def train_codebook(x: np.ndarray, nlist: int, m: int, seed: int, iters: int = 10, train_max: int = 0,
                    threads: int = 1) -> Codebook:
-    """k-means of the coarse quantiser, then of each residual group, on (a seeded
-    sample of) the unit descriptors ``x``."""
+    """k-means of the coarse quantiser, then of each group of the randomly
+    rotated residuals, on (a seeded sample of) the unit descriptors ``x``. (An
+    optimised rotation, OPQ's Procrustes rounds, measured no better than the
+    random one on non-Oxford descriptors: top-100 agreement 0.949 against 0.951
+    at 16 cells, and doubled the build time.)"""
     x = np.ascontiguousarray(x, np.float32)
     n, dim = x.shape
     if n == 0:
@@ -214,21 +230,15 @@ def train_codebook(x: np.ndarray, nlist: int, m: int, seed: int, iters: int = 10
     rng = np.random.default_rng(seed)
     limit = int(train_max) or max(64 * nlist, 65536)
     sample = x[np.sort(rng.choice(n, limit, replace=False))] if n > limit else x
-    rotation = random_rotation(dim, seed)
-    with blas_threads(1):
-        sample = sample @ rotation
     coarse = kmeans(sample, min(nlist, len(sample)), iters, seed, threads)
     cells, _ = nearest(sample, coarse, threads)
     resid = sample - coarse[cells]
-    width = int(np.max(np.diff(bounds)))
-    pq = np.zeros((len(bounds) - 1, KSUB, width), np.float32)
-    for j in range(len(bounds) - 1):
-        lo, hi = int(bounds[j]), int(bounds[j + 1])
-        c = kmeans(resid[:, lo:hi], KSUB, iters + 10, seed + 1 + j, threads)
-        pq[j, : len(c), : hi - lo] = c
-        if len(c) < KSUB:  # fewer training points than codes: the rest repeat the first
-            pq[j, len(c):, : hi - lo] = c[0]
-    return Codebook(rotation=rotation, coarse=coarse, pq=pq, bounds=bounds)
+    rotation = random_rotation(dim, seed)
+    with blas_threads(1):
+        resid = resid @ rotation
+        coarse = coarse @ rotation
+    pq = _train_groups(resid, bounds, iters + 10, seed, threads)
+    return Codebook(rotation=rotation, coarse=np.ascontiguousarray(coarse, np.float32), pq=pq, bounds=bounds)
 
 
 def build_coarse_annoy(coarse: np.ndarray, n_trees: int, seed: int):
@@ -332,40 +342,36 @@ def unpack_rows(packed: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- kernels
 
 
-@numba.njit(nogil=True, cache=True)
-def query_tables(q, pq, bounds):
-    """(Q, m, 256) float32: <q_j, r_jt> for every query row, group and code."""
-    nq = q.shape[0]
-    m = pq.shape[0]
-    out = np.empty((nq, m, pq.shape[1]), np.float32)
-    for i in range(nq):
+def query_tables(q: np.ndarray, pq: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """(Q, m * 256) float32: -2 <q_j, r_jt> for every query row (rotated), group j
+    and code t, flattened by group (one matrix product per group)."""
+    m, ksub = pq.shape[0], pq.shape[1]
+    out = np.empty((len(q), m, ksub), np.float32)
+    with blas_threads(1):
         for j in range(m):
-            lo = bounds[j]
-            hi = bounds[j + 1]
-            for t in range(pq.shape[1]):
-                s = np.float32(0.0)
-                for d in range(lo, hi):
-                    s += q[i, d] * pq[j, t, d - lo]
-                out[i, j, t] = s
-    return out
+            lo, hi = int(bounds[j]), int(bounds[j + 1])
+            np.matmul(q[:, lo:hi], pq[j, :, : hi - lo].T, out=out[:, j, :])
+    out *= -2.0
+    return out.reshape(len(q), m * ksub)
 
 
 @numba.njit(nogil=True, cache=True)
 def ivf_scan(qt, probes, probe_d, cell_tables, list_offsets, codes, list_rows, dead, best_d, best_r):
     """k nearest codes of each query row among its probed cells.
 
-    qt (Q, m, 256) from ``query_tables``; probes (Q, P) int64 cells, -1 = none;
-    probe_d (Q, P) float32 |q - c|^2 of each probed cell; cell_tables (nlist, m,
-    256); list_offsets (nlist + 1,) int64; codes (N, m) uint8 and list_rows (N, 3)
-    uint8 (``pack_rows``) in list order; dead (N,) bool by row (all False when none removed);
-    best_d (Q, k) float32 (+inf) and best_r (Q, k) int64 (-1) receive the k
-    smallest squared distances and their rows, unordered. Ties keep the code
-    scanned first."""
+    qt (Q, m * 256) from ``query_tables``; probes (Q, P) int64 cells, -1 = none;
+    probe_d (Q, P) float32 |q - c|^2 of each probed cell; cell_tables (nlist,
+    m * 256) (``Codebook.cell_tables``); list_offsets (nlist + 1,) int64; codes
+    (N, m) uint8 and list_rows (N, 3) uint8 (``pack_rows``) in list order; dead
+    (N,) bool by row (all False when none removed); best_d (Q, k) float32 (+inf)
+    and best_r (Q, k) int64 (-1) receive the k smallest squared distances and
+    their rows, unordered. Ties keep the code scanned first."""
     nq, n_probe = probes.shape
     m = codes.shape[1]
     k = best_d.shape[1]
-    ksub = qt.shape[2]
-    table = np.empty((m, ksub), np.float32)
+    width = qt.shape[1]
+    ksub = width // m
+    table = np.empty(width, np.float32)
     for i in range(nq):
         worst = 0
         thr = best_d[i, 0]
@@ -382,13 +388,13 @@ def ivf_scan(qt, probes, probe_d, cell_tables, list_offsets, codes, list_rows, d
             if a == b:
                 continue
             base = probe_d[i, p]
-            for j in range(m):
-                for t in range(ksub):
-                    table[j, t] = cell_tables[c, j, t] - 2.0 * qt[i, j, t]
+            for t in range(width):
+                table[t] = cell_tables[c, t] + qt[i, t]
             for pos in range(a, b):
+                row = codes[pos]
                 s = base
                 for j in range(m):
-                    s += table[j, codes[pos, j]]
+                    s += table[j * ksub + np.int64(row[j])]
                 if s < thr:
                     r = np.int64(list_rows[pos, 0]) | (np.int64(list_rows[pos, 1]) << 8) \
                         | (np.int64(list_rows[pos, 2]) << 16)
@@ -406,8 +412,7 @@ def ivf_scan(qt, probes, probe_d, cell_tables, list_offsets, codes, list_rows, d
 
 def warm_up() -> None:
     """Compiles (or loads from cache) the kernels before timed work."""
-    pq = np.zeros((1, 2, 1), np.float32)
-    qt = query_tables(np.zeros((1, 1), np.float32), pq, np.array([0, 1], np.int32))
-    ivf_scan(qt, np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32), np.zeros((1, 1, 2), np.float32),
+    qt = np.zeros((1, 2), np.float32)
+    ivf_scan(qt, np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32), np.zeros((1, 2), np.float32),
              np.array([0, 1], np.int64), np.zeros((1, 1), np.uint8), np.zeros((1, 3), np.uint8), np.zeros(1, bool),
              np.full((1, 1), np.inf, np.float32), np.full((1, 1), -1, np.int64))

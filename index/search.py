@@ -47,6 +47,8 @@ class SearchConf(DictConf):
     nprobe: int = 16
     # ... and more in a segment too small for that many lists to hold min_scan codes.
     min_scan: int = 4096
+    # pq: Annoy nodes inspected over the coarse centroids per query descriptor.
+    pq_search_k: int = 500
     # pq segments below this many live descriptors are searched exhaustively (every code).
     pq_exact_below: int = 20_000
     # How a neighbour counts for its photo. "adaptive": 1 - d^2 / d_k^2, with
@@ -68,7 +70,7 @@ class SearchConf(DictConf):
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
         if self.cutoff is not None and not float(self.cutoff) > 0:
             raise ValueError(f"cutoff must be > 0 or None, got {self.cutoff}")
-        for name in ("k", "search_k", "top_n", "nprobe"):
+        for name in ("k", "search_k", "top_n", "nprobe", "pq_search_k"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if int(self.exact_below) < 0 or int(self.threads) < 0 or int(self.min_scan) < 0 \
@@ -380,7 +382,7 @@ class Index:
                         conf.min_scan * seg.codebook.nlist / max(snap.live[s], 1)))))
                     for a in range(0, len(q), _IVF_BLOCK):
                         tasks.append((_ivf_block, seg, snap.dead_rows[s], (q[a:a + _IVF_BLOCK], n_probe,
-                                                                         conf.search_k), a, s))
+                                                                         conf.pq_search_k), a, s))
                 continue
             exact = conf.mode == "exact" or (conf.mode == "auto" and snap.live[s] < conf.exact_below)
             modes.append("exact" if exact else "annoy")
@@ -546,10 +548,13 @@ def _ivf_block(seg, dead, arg, k):
     cb = seg.codebook
     q = cb.rotate(q)
     probes = np.full((len(q), n_probe), -1, np.int64)
-    search_k = max(int(search_k), n_probe * 4 * 16)
-    for i, v in enumerate(q.tolist()):
-        ids = cb.ann.get_nns_by_vector(v, n_probe, search_k)
-        probes[i, :len(ids)] = ids
+    if n_probe >= cb.nlist:
+        probes[:] = np.arange(cb.nlist)
+    else:
+        search_k = max(int(search_k), n_probe * cb.ann.get_n_trees())
+        for i, v in enumerate(q.tolist()):
+            ids = cb.ann.get_nns_by_vector(v, n_probe, search_k)
+            probes[i, :len(ids)] = ids
     cent = cb.coarse[np.maximum(probes, 0)]
     probe_d = np.einsum("ipd,ipd->ip", q[:, None, :] - cent, q[:, None, :] - cent).astype(np.float32)
     qt = pq.query_tables(q, cb.pq, cb.bounds)

@@ -154,6 +154,7 @@ CASES = [
     ("build-missing", ["index", "build", "new.idx", "missing.h5"], "missing.h5"),
     ("build-empty", ["index", "build", "new.idx", "empty.h5"], "empty.h5"),
     ("build-truncated", ["index", "build", "new.idx", "trunc.h5"], "trunc.h5"),
+    ("build-too-many-codes", ["index", "build", "new.idx", "good.h5", "--pq-m", "99"], "pq_m"),
     ("build-foreign", ["index", "build", "new.idx", "foreign.h5"], "foreign.h5"),
     ("build-corrupt", ["index", "build", "new.idx", "corrupt.h5"], "corrupt.h5"),
     ("build-no-datasets", ["index", "build", "new.idx", "nogroup.h5"], "nogroup.h5"),
@@ -193,6 +194,7 @@ CASES = [
     ("search-calibration-empty", ["search", "idx", "good.h5", "--calibration", "empty.json"], "empty.json"),
     ("search-draw-without-images", ["search", "idx", "good.h5", "--draw", "pics"], "--db-images"),
     ("search-closed-stdout", ["search", "idx", "good.h5"], "stdout"),
+    ("search-workers-zero", ["search", "idx", "good.h5", "--workers", "0"], "--workers"),
     # train
     ("train-attention-missing", ["train", "attention", "--images", "missing", "--labels", "folders",
                                  "--out", "w.npz"], "missing"),
@@ -228,6 +230,8 @@ CASES = [
     ("bench-ransac-unwritable", ["bench", "ransac", "--data", "adir", "--json", "ro/r.json"], "ro/r.json"),
     ("bench-index-truncated", ["bench", "index", "--features", "trunc.h5", "--gnd", "afile", "--json", "b.json"],
      "trunc.h5"),
+    ("bench-index-bad-scale", ["bench", "index", "--features", "good.h5", "--gnd", "afile", "--json", "b.json",
+                               "--scale", "ten"], "--scale"),
     # serve (bad inputs to a running server are tests/test_serve.py's)
     ("serve-missing-index", ["serve", "missing.idx", "--port", "0"], "missing.idx"),
     ("serve-broken-index", ["serve", "broken.idx", "--port", "0"], "broken.idx"),

@@ -54,13 +54,13 @@ def collection_conf_from_args(args):
 @contextlib.contextmanager
 def dask_client(args):
     """A distributed.Client for --scheduler / --workers, or None."""
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.scheduler and args.workers:
         raise ValueError("give --scheduler or --workers, not both")
     if not args.scheduler and not args.workers:
         yield None
         return
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     from distributed import Client, LocalCluster
 
     if args.scheduler:
