@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from evaluation.metrics import average_precision, evaluate_rankings, positive_ranks, precision_at, protocol
-from verify.confidence import FEATURES, Calibration, feature_matrix, fit_logistic
+from verify.confidence import FEATURES, NONNEGATIVE, NONPOSITIVE, Calibration, feature_matrix, fit_logistic
 from verify.rerank import rank_key
 
 
@@ -63,9 +63,9 @@ def test_rank_key_orders_by_inliers_then_votes_then_order():
     assert rank_key(inliers, votes, scores).tolist() == [2, 5, 1, 0, 4, 3]
 
 
-def _cal(coef=(1.5, 1.0, 1.0, -0.5)):
-    return Calibration(coef=coef, intercept=-2.0, mean=(2.0, 0.2, 0.3, 3.0), scale=(1.0, 0.1, 0.2, 1.0),
-                       threshold=0.6, min_inliers=5)
+def _cal(coef=(1.5, 1.0, 1.0, -0.5, 0.8, 0.3, -0.5)):
+    return Calibration(coef=coef, intercept=-2.0, mean=(2.0, 0.2, 0.3, 3.0, 1.0, 1.0, 0.5),
+                       scale=(1.0, 0.1, 0.2, 1.0, 1.0, 1.0, 1.0), threshold=0.6, min_inliers=5)
 
 
 def test_confidence_monotone_in_inliers():
@@ -91,8 +91,10 @@ def test_fit_keeps_evidence_coefficients_nonnegative():
     x = feature_matrix(inl, put, spread)
     coef, b, mean, scale = fit_logistic(x, y)
     for f, c in zip(FEATURES, coef):
-        if f != "log_putative":
+        if f in NONNEGATIVE:
             assert c >= 0, f
+        if f in NONPOSITIVE:
+            assert c <= 0, f
     cal = Calibration(tuple(coef), b, tuple(mean), tuple(scale), min_inliers=5)
     p = cal.confidence(inl, put, spread)
     # It separates the two classes it was fitted on.
@@ -116,8 +118,10 @@ def test_calibration_round_trip_and_bad_files(tmp_path):
 
 
 def test_shipped_calibration_loads_and_was_not_fitted_on_oxford():
+    from engine.calibration import THRESHOLD_FLOOR
+
     cal = Calibration.load()
-    assert 0.5 <= cal.threshold < 1.0
+    assert THRESHOLD_FLOOR <= cal.threshold < 1.0
     assert not any("oxford" in s.lower() for s in cal.fitted_on.get("sources", []))
 
 
