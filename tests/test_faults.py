@@ -218,6 +218,12 @@ CASES = [
     ("evaluate-roxford-missing", ["evaluate", "roxford", "--data", "missing", "--work", "w"], "missing"),
     ("evaluate-roxford-unwritable", ["evaluate", "roxford", "--data", "adir", "--work", "ro/w"], "ro/w"),
     ("evaluate-reject-missing", ["evaluate", "reject", "--data", "missing", "--work", "w"], "missing"),
+    ("evaluate-reject-calibration-empty", ["evaluate", "reject", "--data", "adir", "--work", "w",
+                                           "--calibration", "empty.json"], "empty.json"),
+    ("evaluate-reject-compare-missing", ["evaluate", "reject", "--data", "adir", "--work", "w",
+                                         "--compare-calibration", "missing.json"], "missing.json"),
+    ("evaluate-reject-compare-empty", ["evaluate", "reject", "--data", "adir", "--work", "w",
+                                       "--compare-calibration", "empty.json"], "empty.json"),
     ("evaluate-loo-missing", ["evaluate", "loo", "--data", "missing", "--work", "w"], "missing"),
     ("evaluate-collection-missing", ["evaluate", "collection", "--data", "missing", "--out", "c"], "missing"),
     # bench

@@ -136,3 +136,20 @@ def test_sift_reference_matching_by_hand():
     m = match_descriptors(q, d, ratio=SIFT_RATIO, mutual=True).pairs
     # Query 0 matches 0 clearly; query 1 is ambiguous (ratio test fails); query 2 matches 2.
     assert m.tolist() == [[0, 0], [2, 2]]
+
+
+def test_reject_summary_margin_and_true_accepts():
+    """`delf evaluate reject`'s figures from per-query records: the margin is the least confident accepted
+    right answer minus the most confident photo of another place."""
+    from evaluation.reject import summary
+
+    recs = [{"kind": "not_a_match", "confidence": c} for c in (0.1, 0.25, 0.0)]
+    recs += [{"kind": "oxford", "confidence": c, "top1_positive": ok}
+             for c, ok in ((0.9, True), (0.4, True), (0.2, True), (0.95, False))]
+    s = summary(recs, threshold=0.3)
+    assert s["false_accepts"] == 0 and s["not_a_match_queries"] == 3
+    assert s["accepted_right"] == 2 and s["true_accept_rate"] == 0.5  # 0.2 is below it, 0.95 is not a positive
+    assert s["margin"] == pytest.approx(0.4 - 0.25) and s["max_not_a_match_confidence"] == 0.25
+    s = summary(recs, threshold=0.2)
+    assert s["false_accepts"] == 1 and s["margin"] == pytest.approx(0.2 - 0.25)  # negative: they overlap
+    assert summary(recs[:3], threshold=0.3)["margin"] is None
