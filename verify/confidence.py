@@ -61,6 +61,12 @@ def default_path() -> str:
     return os.path.join(os.path.dirname(__file__), "data", "confidence.json")
 
 
+def context_path() -> str:
+    """The version 2 model fitted on the non-Oxford photos (``delf calibrate``), shipped beside the default
+    but not the default: on Oxford it accepted 5 of the 202 photos of other places (docs/results.md)."""
+    return os.path.join(os.path.dirname(__file__), "data", "confidence-v2.json")
+
+
 def feature_matrix(inliers, putative, spread, other_place=None, same_place=None, distortion=None) -> np.ndarray:
     """(N, len(FEATURES)) float64 features of N verified candidates.
 
@@ -329,5 +335,5 @@ def _newton(z: np.ndarray, y: np.ndarray, l2: float, iters: int) -> np.ndarray:
     return w
 
 
-__all__ = ["CONTEXT", "FEATURES", "FEATURES_V1", "Calibration", "context", "default_path", "distortion",
+__all__ = ["CONTEXT", "FEATURES", "FEATURES_V1", "Calibration", "context", "context_path", "default_path", "distortion",
            "feature_matrix", "fit_logistic"]
