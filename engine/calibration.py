@@ -36,13 +36,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.labels import LabelledPhoto, labelled_photos
-from verify.confidence import FEATURES, Calibration, feature_matrix, fit_logistic
+from verify.confidence import FEATURES, FEATURES_V1, Calibration, feature_matrix, fit_logistic
 
 NEUTRAL = Calibration(coef=(1.0,) + (0.0,) * (len(FEATURES) - 1), intercept=0.0, mean=(0.0,) * len(FEATURES),
                       scale=(1.0,) * len(FEATURES), min_inliers=0)
 # The examples weigh known and unknown places about equally, so the threshold
 # the 1% rule sets can lie below 0.5; below this floor it is not set.
 THRESHOLD_FLOOR = 0.2
+# A version 1 model (every candidate an example) keeps its old floor.
+THRESHOLD_FLOOR_V1 = 0.5
 THRESHOLD_STEP = 0.01
 # Calibration labels are noisy at the edges (WxBS pairs of one room or one city under different names):
 # the default threshold lets at most 1% of calibration queries accept a photo of another label.
@@ -50,6 +52,10 @@ MAX_FALSE_ACCEPT_RATE = 0.01
 # The putative count and inlier ratio mostly tell which data set a photo comes from, not whether it matches
 # (chosen by cross-validation over places on the non-Oxford photos: docs/results.md#calibration).
 USE = ("log_inliers", "spread", "log_margin", "log_support", "distortion")
+USE_V1 = ("log_inliers", "spread")
+# The model `delf calibrate` fits unless told otherwise: version 1 (the shipped default; version 2 accepted
+# 5 of 202 photos of other places on Oxford, docs/results.md#confidence-version-2).
+DEFAULT_VERSION = 1
 CV_FOLDS = 5
 EXAMPLES_VERSION = 2
 
@@ -208,25 +214,42 @@ def result_features(results) -> np.ndarray:
 
 def fit(data: CalibrationData, min_inliers: int = 5, l2: float = 1e-2, fitted_on: dict | None = None,
         threshold: float | None = None, max_false_accept_rate: float = MAX_FALSE_ACCEPT_RATE,
-        use=USE) -> tuple[Calibration, dict]:
-    """Fit the logistic confidence on the best result of each search with at
-    least ``min_inliers`` (unique) inliers (``decisive``) and choose the default
-    threshold: the lowest one (at least THRESHOLD_FLOOR, on a 0.01 grid) at
-    which no more than ``max_false_accept_rate`` of the not-a-match searches
-    (each query with its place left out; without them, of the queries) would
-    accept a photo of another place. Returns the calibration and a report."""
-    x, y = decisive(data, min_inliers)
+        use=None, version: int = DEFAULT_VERSION) -> tuple[Calibration, dict]:
+    """Fit the logistic confidence and choose the default threshold: the
+    lowest one (at least THRESHOLD_FLOOR, on a 0.01 grid) at which no more
+    than ``max_false_accept_rate`` of the not-a-match searches (each query
+    with its place left out; without them, of the queries) would accept a
+    photo of another place. Version 2 is fitted on the best result of each
+    search with at least ``min_inliers`` (unique) inliers (``decisive``) over
+    ``use`` (default USE); version 1, as before, on every candidate of the
+    first searches with that many, over log_inliers and spread (floor 0.5).
+    Returns the calibration and a report."""
+    if version not in (1, 2):
+        raise ValueError(f"calibration version must be 1 or 2, got {version!r}")
+    if version == 1:
+        k = data.inliers >= min_inliers
+        x, y = data.x[k], data.y[k]
+        use, floor = use or USE_V1, THRESHOLD_FLOOR_V1
+    else:
+        x, y = decisive(data, min_inliers)
+        use, floor = use or USE, THRESHOLD_FLOOR
     if len(y) < 10 or y.sum() < 3 or (1 - y).sum() < 3:
         raise ValueError(f"too few examples with >= {min_inliers} inliers to calibrate "
                          f"({int(y.sum())} matching, {int((1 - y).sum())} not); label more photos")
     if not 0.0 <= max_false_accept_rate < 1.0:
         raise ValueError(f"max_false_accept_rate must be in [0, 1), got {max_false_accept_rate}")
     coef, intercept, mean, scale = fit_logistic(x, y, l2=l2, use=use)
+    features = FEATURES
+    if version == 1:
+        if set(use) - set(FEATURES_V1):
+            raise ValueError(f"a version 1 model uses only {', '.join(FEATURES_V1)}")
+        n = len(FEATURES_V1)
+        coef, mean, scale, features = coef[:n], mean[:n], scale[:n], FEATURES_V1
     cal = Calibration(tuple(coef), intercept, tuple(mean), tuple(scale), threshold=0.5, min_inliers=min_inliers,
-                      fitted_on=dict(fitted_on or {}))
+                      features=features, fitted_on=dict(fitted_on or {}))
     keep = data.inliers >= min_inliers
     p_all = np.where(keep, _probs(cal, data.x), 0.0) if len(data.x) else np.zeros(0)
-    p_all = capped(p_all, data.query, data.best, data.n_queries)
+    p_all = capped(cal, p_all, data.query, data.best, data.n_queries)
     neg = data.y == 0
     neg_max = float(p_all[neg].max()) if neg.any() else 0.0
     if threshold is None:
@@ -242,10 +265,10 @@ def fit(data: CalibrationData, min_inliers: int = 5, l2: float = 1e-2, fitted_on
         worst = np.sort(worst)[::-1][:n_q]
         allowed = int(math.floor(max_false_accept_rate * n_q))
         bar = worst[allowed] if allowed < len(worst) else 0.0
-        threshold = max(THRESHOLD_FLOOR, math.floor(bar / THRESHOLD_STEP + 1e-9) * THRESHOLD_STEP + THRESHOLD_STEP)
+        threshold = max(floor, math.floor(bar / THRESHOLD_STEP + 1e-9) * THRESHOLD_STEP + THRESHOLD_STEP)
         threshold = min(threshold, 0.995)
     cal = Calibration(cal.coef, cal.intercept, cal.mean, cal.scale, threshold=float(round(threshold, 4)),
-                      min_inliers=min_inliers, fitted_on=cal.fitted_on)
+                      min_inliers=min_inliers, features=cal.features, fitted_on=cal.fitted_on)
     report = report_on(cal, data)
     report["max_negative_confidence"] = round(neg_max, 4)
     report["max_false_accept_rate"] = max_false_accept_rate
@@ -323,8 +346,11 @@ def cross_validate(data: CalibrationData, k: int = CV_FOLDS, seed: int = 0, **fi
             "true_accept_rate": round(acc / max(right, 1), 4)}
 
 
-def capped(p: np.ndarray, query: np.ndarray, best: np.ndarray, n_queries: int) -> np.ndarray:
-    """Confidences ``p`` held at or below their answer's best result's, as ``rerank`` holds them."""
+def capped(cal: Calibration, p: np.ndarray, query: np.ndarray, best: np.ndarray, n_queries: int) -> np.ndarray:
+    """Confidences ``p`` held at or below their answer's best result's, as ``rerank`` holds those of a model
+    that reads the context (a version 1 model's are left as they are)."""
+    if not cal.uses_context:
+        return p
     top = np.zeros(n_queries)
     q = query.astype(np.int64)
     np.maximum.at(top, q[best], p[best])
@@ -342,7 +368,7 @@ def null_confidences(cal: Calibration, data: CalibrationData) -> np.ndarray:
     if not data.has_null or not len(data.null_x):
         return np.zeros(0)
     p = np.where(data.null_inliers >= cal.min_inliers, _probs(cal, data.null_x), 0.0)
-    return capped(p, data.null_query, data.null_best, data.n_queries)
+    return capped(cal, p, data.null_query, data.null_best, data.n_queries)
 
 
 def report_on(cal: Calibration, data: CalibrationData) -> dict:
@@ -351,7 +377,7 @@ def report_on(cal: Calibration, data: CalibrationData) -> dict:
     table of the results that decide the answers."""
     keep = data.inliers >= cal.min_inliers
     p = np.where(keep, _probs(cal, data.x), 0.0) if len(data.x) else np.zeros(0)
-    p = capped(p, data.query, data.best, data.n_queries)
+    p = capped(cal, p, data.query, data.best, data.n_queries)
     acc = p >= cal.threshold
     q_with_pos = np.unique(data.query[data.y == 1])
     q_accept_pos = np.unique(data.query[(data.y == 1) & acc])
@@ -393,11 +419,12 @@ def report_on(cal: Calibration, data: CalibrationData) -> dict:
 
 def calibrate(photos: list, out: str, work: str, extractor_conf=None, candidates: int = 100, min_inliers: int = 5,
               threshold: float | None = None, max_false_accept_rate: float = MAX_FALSE_ACCEPT_RATE,
-              sources=(), command: str = "", progress: bool = True, log=print):
+              sources=(), command: str = "", progress: bool = True, log=print, version: int = DEFAULT_VERSION):
     """`delf calibrate`: extract ``photos`` (LabelledPhoto) into WORK/features.h5
     (resumable; photos that cannot be used are left out and reported), run the
-    two searches per photo (``collect``), fit the confidence (``fit``) and save it
-    to ``out`` atomically. Returns (calibration, report)."""
+    two searches per photo (``collect``), fit the confidence (``fit``, model
+    ``version`` 1 or 2), cross-validate it over places and save it to ``out``
+    atomically. Returns (calibration, report)."""
     import sys
 
     from delf.extract import extract_to_h5
@@ -419,10 +446,12 @@ def calibrate(photos: list, out: str, work: str, extractor_conf=None, candidates
     data = collect(photos, feats, work, settings, progress=progress)
     fitted_on = {"photos": len(photos), "labels": len({p.label for p in photos}), "sources": list(sources),
                  "candidates": candidates, "command": command}
+    if version not in (1, 2):
+        raise ValueError(f"calibration version must be 1 or 2, got {version!r}")
     cal, rep = fit(data, min_inliers=min_inliers, fitted_on=fitted_on, threshold=threshold,
-                   max_false_accept_rate=max_false_accept_rate)
+                   max_false_accept_rate=max_false_accept_rate, version=version)
     if data.query_labels is not None and len(set(data.query_labels)) >= CV_FOLDS and threshold is None:
-        rep["cross_validation"] = cross_validate(data, min_inliers=min_inliers,
+        rep["cross_validation"] = cross_validate(data, min_inliers=min_inliers, version=version,
                                                  max_false_accept_rate=max_false_accept_rate)
     cal.save(out)
     return cal, rep

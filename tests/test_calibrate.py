@@ -65,7 +65,7 @@ def test_collect_searches_each_photo_with_and_without_its_place(collected):
 def test_threshold_is_set_on_the_not_a_match_searches(collected):
     _, data, _ = collected
     # Few wrong photos reach 5 inliers among 8 small photos: count every verified candidate.
-    cal, rep = fit(data, min_inliers=0, max_false_accept_rate=0.0)
+    cal, rep = fit(data, min_inliers=0, max_false_accept_rate=0.0, version=2)
     p = null_confidences(cal, data)
     # With no false accept allowed, the threshold is the 0.01 step above every not-a-match confidence.
     assert cal.threshold == pytest.approx(max(THRESHOLD_FLOOR, math.floor(p.max() / 0.01 + 1e-9) * 0.01 + 0.01))
@@ -95,8 +95,8 @@ def _examples(rng, n_q, wrong_hi):
 def test_threshold_rule_by_hand():
     rng = np.random.default_rng(3)
     without, with_null = _examples(rng, 200, wrong_hi=[70, 65, 60])
-    cal0, rep0 = fit(without, max_false_accept_rate=0.01)
-    cal1, rep1 = fit(with_null, max_false_accept_rate=0.01)
+    cal0, rep0 = fit(without, max_false_accept_rate=0.01, version=2)
+    cal1, rep1 = fit(with_null, max_false_accept_rate=0.01, version=2)
     # The not-a-match photos are negative examples too: the strong ones pull the confidence of their kind down.
     assert rep1["examples_fitted"] == rep0["examples_fitted"] + 200
     # 1% of 200 queries = 2 may accept: the third-strongest not-a-match photo (60 inliers) sets the threshold.
@@ -104,6 +104,14 @@ def test_threshold_rule_by_hand():
     third = np.sort(p)[::-1][2]
     assert cal1.threshold == pytest.approx(max(THRESHOLD_FLOOR, math.floor(third / 0.01 + 1e-9) * 0.01 + 0.01))
     assert rep1["not_a_match_queries_accepting"] == 2
+    # Version 1 fits every candidate of the first searches only (the null ones just set the threshold),
+    # on inliers and spread, with the old floor of 0.5.
+    v0, _ = fit(without, max_false_accept_rate=0.01, version=1)
+    v1, r1 = fit(with_null, max_false_accept_rate=0.01, version=1)
+    assert v0.version == v1.version == 1 and v0.coef == v1.coef and v0.intercept == v1.intercept
+    assert v1.coef[2:] == (0.0, 0.0) and v1.threshold >= 0.5
+    p1 = null_confidences(v1, with_null)
+    assert v1.threshold == pytest.approx(max(0.5, math.floor(np.sort(p1)[::-1][2] / 0.01 + 1e-9) * 0.01 + 0.01))
     # Without not-a-match searches the wrong candidates of the first search set it, and the report says nothing of them.
     assert "not_a_match_queries" not in rep0
 
@@ -126,7 +134,7 @@ def test_cross_validation_fits_without_the_held_out_places():
     _, data = _examples(rng, 200, wrong_hi=[70, 65, 60])
     data.best = np.tile(np.r_[True, np.zeros(5, bool)], 200)  # the right photo leads each answer
     data.query_labels = np.array([f"p{i // 10}" for i in range(200)])
-    cv = cross_validate(data, k=5)
+    cv = cross_validate(data, k=5, version=2)
     assert cv["not_a_match_queries"] == 200 and len(cv["thresholds"]) == 5
     # Every query's right photo is its best result: each is counted once, in the fold that holds its place.
     assert cv["queries_whose_best_is_right"] == 200

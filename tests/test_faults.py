@@ -212,6 +212,8 @@ CASES = [
      "missing"),
     ("calibrate-labels-bad", ["calibrate", "--images", "photos", "--labels", "labels.csv", "--out", "c.json"],
      "labels.csv"),
+    ("calibrate-model-version-bad", ["calibrate", "--images", "photos", "--labels", "labels.csv", "--out", "c.json",
+                                     "--model-version", "3"], "--model-version"),
     ("calibrate-unwritable", ["calibrate", "--images", "photos", "--labels", "labels.csv", "--out", "ro/c.json"],
      "ro/c.json"),
     # evaluate

@@ -242,9 +242,10 @@ def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: 
         conf_v[:n_ver] = calibration.confidence(uniq[:n_ver], putative[:n_ver], spread[:n_ver], other[:n_ver],
                                                 same[:n_ver], dist[:n_ver])
     order = rank_key(inliers, cands.votes, cands.scores)
-    if n_ver:
+    if n_ver and calibration.uses_context:
         # No result is more confident than the answer's best: a lower photo above the threshold while the
-        # best is below it would make a "no match" answer list a match.
+        # best is below it would make a "no match" answer list a match (a version 1 model scores each
+        # candidate on its own, as it always did).
         conf_v = np.minimum(conf_v, conf_v[order[0]])
     results = [
         Result(name=cands.names[i], votes=int(cands.votes[i]), score=float(cands.scores[i]), vote_rank=int(i),
