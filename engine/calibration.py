@@ -13,6 +13,15 @@ Every labelled photo queries an index of all the others twice, exactly as
    the shipped calibration photos, 186 of 268 queries met a more confident wrong
    photo this way). The default threshold is set on these searches: the lowest
    at which at most ``MAX_FALSE_ACCEPT_RATE`` of them would answer "match".
+
+The logistic confidence is fitted on the result that decides each answer:
+the best result of every search of both kinds (matching when it carries the
+query's label; the best of a not-a-match search never does). Its context
+features (the margin over the strongest other place, the support of a second
+photo of the same place) only mean something for the result an answer is
+judged by; fitting every candidate instead weighs mostly the weak tail of
+each answer. ``cross_validate`` measures the whole procedure (fit and
+threshold) with places held out: no place is in both folds.
 """
 
 from __future__ import annotations
@@ -27,16 +36,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.labels import LabelledPhoto, labelled_photos
-from verify.confidence import FEATURES, Calibration, feature_matrix, fit_logistic
+from verify.confidence import FEATURES, FEATURES_V1, Calibration, feature_matrix, fit_logistic
 
-NEUTRAL = Calibration(coef=(1.0, 0.0, 0.0, 0.0), intercept=0.0, mean=(0.0,) * 4, scale=(1.0,) * 4, min_inliers=0)
-THRESHOLD_FLOOR = 0.5
+NEUTRAL = Calibration(coef=(1.0,) + (0.0,) * (len(FEATURES) - 1), intercept=0.0, mean=(0.0,) * len(FEATURES),
+                      scale=(1.0,) * len(FEATURES), min_inliers=0)
+# The examples weigh known and unknown places about equally, so the threshold
+# the 1% rule sets can lie below 0.5; below this floor it is not set.
+THRESHOLD_FLOOR = 0.2
+# A version 1 model (every candidate an example) keeps its old floor.
+THRESHOLD_FLOOR_V1 = 0.5
 THRESHOLD_STEP = 0.01
 # Calibration labels are noisy at the edges (WxBS pairs of one room or one city under different names):
 # the default threshold lets at most 1% of calibration queries accept a photo of another label.
 MAX_FALSE_ACCEPT_RATE = 0.01
-# The putative count and inlier ratio mostly tell which data set a photo comes from, not whether it matches.
-USE = ("log_inliers", "spread")
+# The putative count and inlier ratio mostly tell which data set a photo comes from, not whether it matches
+# (chosen by cross-validation over places on the non-Oxford photos: docs/results.md#calibration).
+USE = ("log_inliers", "spread", "log_margin", "log_support", "distortion")
+USE_V1 = ("log_inliers", "spread")
+# The model `delf calibrate` fits unless told otherwise: version 1 (the shipped default; version 2 accepted
+# 5 of 202 photos of other places on Oxford, docs/results.md#confidence-version-2).
+DEFAULT_VERSION = 1
+CV_FOLDS = 5
+EXAMPLES_VERSION = 2
 
 
 def shared_data_photos(data: str) -> list[LabelledPhoto]:
@@ -76,6 +97,15 @@ class CalibrationData:
     null_inliers: np.ndarray | None = None
     null_query: np.ndarray | None = None
     null_queries: int = 0  # queries searched with their place left out
+    best: np.ndarray | None = None  # (N,) bool: the example is its answer's best result
+    null_best: np.ndarray | None = None
+    query_labels: np.ndarray | None = None  # (n_queries,) the place of each query row (cross-validation)
+
+    def __post_init__(self):
+        if self.best is None:  # every example decides its own answer (hand-made examples)
+            self.best = np.ones(len(self.y), bool)
+        if self.null_x is not None and self.null_best is None:
+            self.null_best = np.ones(len(self.null_x), bool)
 
     @property
     def has_null(self) -> bool:
@@ -91,17 +121,22 @@ class CalibrationData:
                  null_x=self.null_x if self.null_x is not None else empty,
                  null_inliers=self.null_inliers if self.null_inliers is not None else np.zeros(0),
                  null_query=self.null_query if self.null_query is not None else np.zeros(0),
-                 null_queries=self.null_queries)
+                 null_queries=self.null_queries, best=self.best,
+                 null_best=self.null_best if self.null_best is not None else np.zeros(0, bool),
+                 query_labels=np.asarray(self.query_labels if self.query_labels is not None else [], str),
+                 version=EXAMPLES_VERSION)
         atomic_write_bytes(path, buf.getvalue())
 
     @classmethod
     def load(cls, path: str) -> "CalibrationData":
         with np.load(path) as z:
-            null = {}
-            if "null_x" in z.files:
-                null = dict(null_x=z["null_x"], null_inliers=z["null_inliers"], null_query=z["null_query"],
-                            null_queries=int(z["null_queries"]))
-            return cls(z["x"], z["y"], z["inliers"], z["query"], int(z["n_queries"]), **null)
+            if "version" not in z.files or int(z["version"]) != EXAMPLES_VERSION:
+                raise ValueError(f"{path}: calibration examples of an older version; run `delf calibrate` again")
+            labels = z["query_labels"]
+            return cls(z["x"], z["y"], z["inliers"], z["query"], int(z["n_queries"]), null_x=z["null_x"],
+                       null_inliers=z["null_inliers"], null_query=z["null_query"],
+                       null_queries=int(z["null_queries"]), best=z["best"].astype(bool),
+                       null_best=z["null_best"].astype(bool), query_labels=labels if len(labels) else None)
 
 
 def collect(photos: list[LabelledPhoto], features_path: str, work: str, settings, progress: bool = True,
@@ -135,7 +170,7 @@ def collect(photos: list[LabelledPhoto], features_path: str, work: str, settings
     idx_dir = tempfile.mkdtemp(prefix="calibration-index-", dir=work)
     log(f"indexing {len(feats)} photos in {idx_dir}")
     build_index_from_features(idx_dir, feats.items(), conf, IndexConf(), overwrite=True)
-    ex = {"loo": ([], [], [], []), "null": ([], [], [], [])}  # features, labels, inliers, query rows
+    ex = {"loo": ([], [], [], [], []), "null": ([], [], [], [], [])}  # features, labels, inliers, query rows, best
     n_null = 0
     with Index(idx_dir) as index:
         for qi, p in enumerate(tqdm(photos, desc="calibrate", unit="query", disable=None if progress else True)):
@@ -149,45 +184,72 @@ def collect(photos: list[LabelledPhoto], features_path: str, work: str, settings
                 rs = [r for r in ans.results if r.verified]
                 if not rs:
                     continue
-                xs, ys, inl, qs = ex[kind]
-                xs.append(feature_matrix([r.unique_inliers for r in rs], [r.putative for r in rs],
-                                         [r.spread for r in rs]))
+                xs, ys, inl, qs, bs = ex[kind]
+                xs.append(result_features(rs))
                 ys.append(np.array([label.get(r.name) == p.label for r in rs], np.float64))
                 inl.append(np.array([r.unique_inliers for r in rs]))
                 qs.append(np.full(len(rs), qi))
+                bs.append(np.arange(len(rs)) == 0)
     shutil.rmtree(idx_dir, ignore_errors=True)
     cat = (lambda a, w: np.concatenate(a) if a else np.zeros((0, w)) if w else np.zeros(0))
-    xs, ys, inl, qs = ex["loo"]
-    nx, ny, ninl, nq = ex["null"]
+    xs, ys, inl, qs, bs = ex["loo"]
+    nx, ny, ninl, nq, nbs = ex["null"]
     if ny and cat(ny, 0).any():
         raise AssertionError("a search with the query's place left out returned a photo of that place")
     data = CalibrationData(cat(xs, len(FEATURES)), cat(ys, 0), cat(inl, 0), cat(qs, 0), len(photos),
-                           cat(nx, len(FEATURES)), cat(ninl, 0), cat(nq, 0), n_null)
+                           cat(nx, len(FEATURES)), cat(ninl, 0), cat(nq, 0), n_null,
+                           best=cat(bs, 0).astype(bool), null_best=cat(nbs, 0).astype(bool),
+                           query_labels=np.array([p.label for p in photos], str))
     # The examples, to refit without querying again (CalibrationData.load).
     data.save(os.path.join(work, "calibration-examples.npz"))
     return data
 
 
+def result_features(results) -> np.ndarray:
+    """(N, len(FEATURES)) features of verified results (verify.rerank.Result), as ``rerank`` scored them."""
+    rs = list(results)
+    return feature_matrix([r.unique_inliers for r in rs], [r.putative for r in rs], [r.spread for r in rs],
+                          [r.other_place for r in rs], [r.same_place for r in rs], [r.distortion for r in rs])
+
+
 def fit(data: CalibrationData, min_inliers: int = 5, l2: float = 1e-2, fitted_on: dict | None = None,
         threshold: float | None = None, max_false_accept_rate: float = MAX_FALSE_ACCEPT_RATE,
-        use=USE) -> tuple[Calibration, dict]:
-    """Fit the logistic confidence on the examples with at least ``min_inliers``
-    (unique) inliers and choose the default threshold: the lowest one (at least
-    0.5, on a 0.01 grid) at which no more than ``max_false_accept_rate`` of the
-    not-a-match searches (each query with its place left out; without them, of
-    the queries) would accept a photo of another place. Returns the calibration and a report."""
-    keep = data.inliers >= min_inliers
-    x, y = data.x[keep], data.y[keep]
+        use=None, version: int = DEFAULT_VERSION) -> tuple[Calibration, dict]:
+    """Fit the logistic confidence and choose the default threshold: the
+    lowest one (at least THRESHOLD_FLOOR, on a 0.01 grid) at which no more
+    than ``max_false_accept_rate`` of the not-a-match searches (each query
+    with its place left out; without them, of the queries) would accept a
+    photo of another place. Version 2 is fitted on the best result of each
+    search with at least ``min_inliers`` (unique) inliers (``decisive``) over
+    ``use`` (default USE); version 1, as before, on every candidate of the
+    first searches with that many, over log_inliers and spread (floor 0.5).
+    Returns the calibration and a report."""
+    if version not in (1, 2):
+        raise ValueError(f"calibration version must be 1 or 2, got {version!r}")
+    if version == 1:
+        k = data.inliers >= min_inliers
+        x, y = data.x[k], data.y[k]
+        use, floor = use or USE_V1, THRESHOLD_FLOOR_V1
+    else:
+        x, y = decisive(data, min_inliers)
+        use, floor = use or USE, THRESHOLD_FLOOR
     if len(y) < 10 or y.sum() < 3 or (1 - y).sum() < 3:
         raise ValueError(f"too few examples with >= {min_inliers} inliers to calibrate "
                          f"({int(y.sum())} matching, {int((1 - y).sum())} not); label more photos")
     if not 0.0 <= max_false_accept_rate < 1.0:
         raise ValueError(f"max_false_accept_rate must be in [0, 1), got {max_false_accept_rate}")
     coef, intercept, mean, scale = fit_logistic(x, y, l2=l2, use=use)
+    features = FEATURES
+    if version == 1:
+        if set(use) - set(FEATURES_V1):
+            raise ValueError(f"a version 1 model uses only {', '.join(FEATURES_V1)}")
+        n = len(FEATURES_V1)
+        coef, mean, scale, features = coef[:n], mean[:n], scale[:n], FEATURES_V1
     cal = Calibration(tuple(coef), intercept, tuple(mean), tuple(scale), threshold=0.5, min_inliers=min_inliers,
-                      fitted_on=dict(fitted_on or {}))
-    p_all = np.zeros(len(data.y))
-    p_all[keep] = _probs(cal, x)
+                      features=features, fitted_on=dict(fitted_on or {}))
+    keep = data.inliers >= min_inliers
+    p_all = np.where(keep, _probs(cal, data.x), 0.0) if len(data.x) else np.zeros(0)
+    p_all = capped(cal, p_all, data.query, data.best, data.n_queries)
     neg = data.y == 0
     neg_max = float(p_all[neg].max()) if neg.any() else 0.0
     if threshold is None:
@@ -203,49 +265,136 @@ def fit(data: CalibrationData, min_inliers: int = 5, l2: float = 1e-2, fitted_on
         worst = np.sort(worst)[::-1][:n_q]
         allowed = int(math.floor(max_false_accept_rate * n_q))
         bar = worst[allowed] if allowed < len(worst) else 0.0
-        threshold = max(THRESHOLD_FLOOR, math.floor(bar / THRESHOLD_STEP + 1e-9) * THRESHOLD_STEP + THRESHOLD_STEP)
+        threshold = max(floor, math.floor(bar / THRESHOLD_STEP + 1e-9) * THRESHOLD_STEP + THRESHOLD_STEP)
         threshold = min(threshold, 0.995)
     cal = Calibration(cal.coef, cal.intercept, cal.mean, cal.scale, threshold=float(round(threshold, 4)),
-                      min_inliers=min_inliers, fitted_on=cal.fitted_on)
+                      min_inliers=min_inliers, features=cal.features, fitted_on=cal.fitted_on)
     report = report_on(cal, data)
     report["max_negative_confidence"] = round(neg_max, 4)
     report["max_false_accept_rate"] = max_false_accept_rate
     return cal, report
 
 
+def decisive(data: CalibrationData, min_inliers: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the results that decide their answers: the best result of each
+    search (itself left out; its place left out: never matching) with at least
+    ``min_inliers`` unique inliers."""
+    k = data.best & (data.inliers >= min_inliers)
+    xs, ys = [data.x[k]], [data.y[k]]
+    if data.has_null and len(data.null_x):
+        kn = data.null_best & (data.null_inliers >= min_inliers)
+        xs.append(data.null_x[kn])
+        ys.append(np.zeros(int(kn.sum())))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def subset(data: CalibrationData, queries) -> CalibrationData:
+    """The examples of the query rows in ``queries`` only (row numbers are kept)."""
+    q = np.zeros(data.n_queries, bool)
+    q[np.asarray(list(queries), np.int64)] = True
+    k = q[data.query.astype(np.int64)]
+    null = {}
+    if data.has_null:
+        kn = q[data.null_query.astype(np.int64)]
+        null = dict(null_x=data.null_x[kn], null_inliers=data.null_inliers[kn], null_query=data.null_query[kn],
+                    null_best=data.null_best[kn], null_queries=int(min(q.sum(), data.null_queries)))
+    return CalibrationData(data.x[k], data.y[k], data.inliers[k], data.query[k], data.n_queries, best=data.best[k],
+                           query_labels=data.query_labels, **null)
+
+
+def place_folds(labels, k: int = CV_FOLDS, seed: int = 0) -> list[np.ndarray]:
+    """Query rows split into ``k`` folds by place: every photo of a label in one
+    fold; places dealt out largest first (ties in a seeded random order) to the
+    fold with the fewest photos so far."""
+    labels = np.asarray(labels)
+    places, counts = np.unique(labels, return_counts=True)
+    if len(places) < k:
+        raise ValueError(f"cross-validation over {k} folds needs at least {k} places, got {len(places)}")
+    order = np.random.default_rng(seed).permutation(len(places))
+    order = order[np.argsort(-counts[order], kind="stable")]
+    size = np.zeros(k, np.int64)
+    fold_of = {}
+    for i in order:
+        f = int(np.argmin(size))
+        fold_of[places[i]] = f
+        size[f] += counts[i]
+    return [np.flatnonzero([fold_of[lab] == f for lab in labels]) for f in range(k)]
+
+
+def cross_validate(data: CalibrationData, k: int = CV_FOLDS, seed: int = 0, **fit_kwargs) -> dict:
+    """The whole calibration (fit and threshold rule) measured with places held
+    out: for each of ``k`` folds of places, fit on the other folds' queries and
+    count, on this fold's, the not-a-match searches that accept a photo and the
+    queries whose best result is right that are accepted."""
+    if data.query_labels is None or len(data.query_labels) != data.n_queries:
+        raise ValueError("cross-validation needs the place of each query (examples from `delf calibrate`)")
+    fa = nq = acc = right = 0
+    thresholds = []
+    for test in place_folds(data.query_labels, k, seed):
+        train = np.setdiff1d(np.arange(data.n_queries), test)
+        cal, _ = fit(subset(data, train), **fit_kwargs)
+        rep = report_on(cal, subset(data, test))
+        thresholds.append(cal.threshold)
+        fa += rep.get("not_a_match_queries_accepting", 0)
+        nq += rep.get("not_a_match_queries", 0)
+        acc += rep["right_best_accepted"]
+        right += rep["queries_whose_best_is_right"]
+    return {"folds": k, "seed": seed, "thresholds": thresholds,
+            "not_a_match_queries": nq, "not_a_match_queries_accepting": fa,
+            "false_accept_rate": round(fa / max(nq, 1), 4),
+            "queries_whose_best_is_right": right, "right_best_accepted": acc,
+            "true_accept_rate": round(acc / max(right, 1), 4)}
+
+
+def capped(cal: Calibration, p: np.ndarray, query: np.ndarray, best: np.ndarray, n_queries: int) -> np.ndarray:
+    """Confidences ``p`` held at or below their answer's best result's, as ``rerank`` holds those of a model
+    that reads the context (a version 1 model's are left as they are)."""
+    if not cal.uses_context:
+        return p
+    top = np.zeros(n_queries)
+    q = query.astype(np.int64)
+    np.maximum.at(top, q[best], p[best])
+    return np.minimum(p, top[q])
+
+
 def _probs(cal: Calibration, x: np.ndarray) -> np.ndarray:
     from verify.confidence import _sigmoid
 
-    return _sigmoid(cal.logit(x))
+    return _sigmoid(cal.logit(x)) if len(x) else np.zeros(0)
 
 
 def null_confidences(cal: Calibration, data: CalibrationData) -> np.ndarray:
-    """Confidence of every candidate of the not-a-match searches."""
+    """Confidence of every candidate of the not-a-match searches (none above its answer's best)."""
     if not data.has_null or not len(data.null_x):
         return np.zeros(0)
-    return np.where(data.null_inliers >= cal.min_inliers, _probs(cal, data.null_x), 0.0)
+    p = np.where(data.null_inliers >= cal.min_inliers, _probs(cal, data.null_x), 0.0)
+    return capped(cal, p, data.null_query, data.null_best, data.n_queries)
 
 
 def report_on(cal: Calibration, data: CalibrationData) -> dict:
     """Per-query figures of a calibration on examples: how many queries would
-    accept a wrong photo, and how many accept a right one."""
-    p = np.where(data.inliers >= cal.min_inliers, _probs(cal, data.x) if len(data.x) else np.zeros(0), 0.0)
+    accept a wrong photo, and how many accept a right one; the reliability
+    table of the results that decide the answers."""
+    keep = data.inliers >= cal.min_inliers
+    p = np.where(keep, _probs(cal, data.x), 0.0) if len(data.x) else np.zeros(0)
+    p = capped(cal, p, data.query, data.best, data.n_queries)
     acc = p >= cal.threshold
     q_with_pos = np.unique(data.query[data.y == 1])
     q_accept_pos = np.unique(data.query[(data.y == 1) & acc])
     q_false = np.unique(data.query[(data.y == 0) & acc])
-    # Log loss and a reliability table of the fitted probabilities.
+    right_best = data.best & (data.y == 1)
+    # Log loss and a reliability table of the fitted probabilities, on the decisive results.
+    xd, yd = decisive(data, cal.min_inliers)
+    pd = _probs(cal, xd)
     eps = 1e-12
-    keep = data.inliers >= cal.min_inliers
-    ll = -np.mean(data.y[keep] * np.log(p[keep] + eps) + (1 - data.y[keep]) * np.log(1 - p[keep] + eps)) \
-        if keep.any() else float("nan")
+    ll = -np.mean(yd * np.log(pd + eps) + (1 - yd) * np.log(1 - pd + eps)) if len(yd) else float("nan")
     bins = []
-    for lo in np.arange(0.0, 1.0, 0.2):
-        m = keep & (p >= lo) & (p < lo + 0.2 + (1e-9 if lo >= 0.8 else 0))
+    for lo in np.arange(0.0, 1.0, 0.1):
+        m = (pd >= lo) & (pd < lo + 0.1 + (1e-9 if lo >= 0.85 else 0))
         if m.any():
-            bins.append({"confidence": f"{lo:.1f}-{lo + 0.2:.1f}", "examples": int(m.sum()),
-                         "mean_confidence": round(float(p[m].mean()), 3),
-                         "fraction_matching": round(float(data.y[m].mean()), 3)})
+            bins.append({"confidence": f"{lo:.1f}-{lo + 0.1:.1f}", "examples": int(m.sum()),
+                         "mean_confidence": round(float(pd[m].mean()), 3),
+                         "fraction_matching": round(float(yd[m].mean()), 3)})
     null = {}
     if data.has_null:
         pn = null_confidences(cal, data)
@@ -255,23 +404,27 @@ def report_on(cal: Calibration, data: CalibrationData) -> dict:
                 "not_a_match_max_confidence": round(float(pn.max()), 4) if len(pn) else 0.0}
     return {
         **null,
-        "examples": int(len(data.y)), "examples_fitted": int(keep.sum()),
+        "examples": int(len(data.y)), "examples_fitted": int(len(yd)),
         "matching_examples": int(data.y.sum()), "queries": int(data.n_queries),
         "queries_with_a_verified_match": int(len(q_with_pos)),
         "queries_accepting_a_match": int(len(q_accept_pos)),
         "queries_accepting_a_wrong_photo": int(len(q_false)),
+        "queries_whose_best_is_right": int(right_best.sum()),
+        "right_best_accepted": int((right_best & acc).sum()),
+        "true_accept_rate": round(float((right_best & acc).sum() / max(right_best.sum(), 1)), 4),
         "log_loss": round(float(ll), 4), "reliability": bins, "threshold": cal.threshold,
-        "coef": dict(zip(FEATURES, [round(float(c), 4) for c in cal.coef])),
+        "coef": dict(zip(cal.features, [round(float(c), 4) for c in cal.coef])),
     }
 
 
 def calibrate(photos: list, out: str, work: str, extractor_conf=None, candidates: int = 100, min_inliers: int = 5,
               threshold: float | None = None, max_false_accept_rate: float = MAX_FALSE_ACCEPT_RATE,
-              sources=(), command: str = "", progress: bool = True, log=print):
+              sources=(), command: str = "", progress: bool = True, log=print, version: int = DEFAULT_VERSION):
     """`delf calibrate`: extract ``photos`` (LabelledPhoto) into WORK/features.h5
     (resumable; photos that cannot be used are left out and reported), run the
-    two searches per photo (``collect``), fit the confidence (``fit``) and save it
-    to ``out`` atomically. Returns (calibration, report)."""
+    two searches per photo (``collect``), fit the confidence (``fit``, model
+    ``version`` 1 or 2), cross-validate it over places and save it to ``out``
+    atomically. Returns (calibration, report)."""
     import sys
 
     from delf.extract import extract_to_h5
@@ -293,11 +446,16 @@ def calibrate(photos: list, out: str, work: str, extractor_conf=None, candidates
     data = collect(photos, feats, work, settings, progress=progress)
     fitted_on = {"photos": len(photos), "labels": len({p.label for p in photos}), "sources": list(sources),
                  "candidates": candidates, "command": command}
+    if version not in (1, 2):
+        raise ValueError(f"calibration version must be 1 or 2, got {version!r}")
     cal, rep = fit(data, min_inliers=min_inliers, fitted_on=fitted_on, threshold=threshold,
-                   max_false_accept_rate=max_false_accept_rate)
+                   max_false_accept_rate=max_false_accept_rate, version=version)
+    if data.query_labels is not None and len(set(data.query_labels)) >= CV_FOLDS and threshold is None:
+        rep["cross_validation"] = cross_validate(data, min_inliers=min_inliers, version=version,
+                                                 max_false_accept_rate=max_false_accept_rate)
     cal.save(out)
     return cal, rep
 
 
-__all__ = ["CalibrationData", "calibrate", "LabelledPhoto", "collect", "fit", "report_on",
-           "shared_data_photos"]
+__all__ = ["CalibrationData", "calibrate", "LabelledPhoto", "collect", "cross_validate", "decisive", "fit",
+           "place_folds", "report_on", "result_features", "shared_data_photos", "subset"]

@@ -55,7 +55,9 @@ def match_features(f1, f2, model: str = "affine", residual_threshold: float | No
     uniq = unique_inliers(src, dst, v.inliers)
     conf = 0.0
     if calibration is not None:
-        conf = float(calibration.confidence([uniq], [int(keep.sum())], [v.spread])[0])
+        from verify.confidence import distortion
+
+        conf = float(calibration.pair_confidence([uniq], [int(keep.sum())], [v.spread], [distortion(v.model)])[0])
     return Pair(f1, f2, m, v, uniq, conf)
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import need_data
-from engine.calibration import CalibrationData, LabelledPhoto, collect, fit, null_confidences
+from engine.calibration import (THRESHOLD_FLOOR, CalibrationData, LabelledPhoto, collect, cross_validate, fit,
+                                null_confidences, place_folds)
 from verify.confidence import feature_matrix
 
 
@@ -50,19 +51,24 @@ def test_collect_searches_each_photo_with_and_without_its_place(collected):
     # A Lund photo's best photo of another place is far weaker than its own place.
     lund_null = np.isin(data.null_query, [i for i, l in enumerate(label) if l == "lund"])
     assert data.null_inliers[lund_null].max(initial=0) < data.inliers[lund & (data.y == 1)].max() / 2
+    # Each search's best result is marked (the fit's examples), and each query row knows its place.
+    assert np.bincount(data.query[data.best].astype(int), minlength=len(photos)).max() == 1
+    assert data.best.sum() == len(np.unique(data.query)) and data.null_best.sum() == len(np.unique(data.null_query))
+    assert list(data.query_labels) == label
     # The examples are saved for a refit, not-a-match searches included.
     back = CalibrationData.load(str(work / "calibration-examples.npz"))
     assert back.null_queries == data.null_queries
     assert np.array_equal(back.null_x, data.null_x) and np.array_equal(back.x, data.x)
+    assert np.array_equal(back.best, data.best) and list(back.query_labels) == label
 
 
 def test_threshold_is_set_on_the_not_a_match_searches(collected):
     _, data, _ = collected
     # Few wrong photos reach 5 inliers among 8 small photos: count every verified candidate.
-    cal, rep = fit(data, min_inliers=0, max_false_accept_rate=0.0)
+    cal, rep = fit(data, min_inliers=0, max_false_accept_rate=0.0, version=2)
     p = null_confidences(cal, data)
     # With no false accept allowed, the threshold is the 0.01 step above every not-a-match confidence.
-    assert cal.threshold == pytest.approx(max(0.5, math.floor(p.max() / 0.01 + 1e-9) * 0.01 + 0.01))
+    assert cal.threshold == pytest.approx(max(THRESHOLD_FLOOR, math.floor(p.max() / 0.01 + 1e-9) * 0.01 + 0.01))
     assert rep["not_a_match_queries"] == data.null_queries
     assert rep["not_a_match_queries_accepting"] == 0
 
@@ -89,15 +95,54 @@ def _examples(rng, n_q, wrong_hi):
 def test_threshold_rule_by_hand():
     rng = np.random.default_rng(3)
     without, with_null = _examples(rng, 200, wrong_hi=[70, 65, 60])
-    cal0, rep0 = fit(without, max_false_accept_rate=0.01)
-    cal1, rep1 = fit(with_null, max_false_accept_rate=0.01)
-    # Same logistic fit (the not-a-match searches only move the threshold) ...
-    assert cal0.coef == cal1.coef and cal0.intercept == cal1.intercept
-    # ... and 1% of 200 queries = 2 may accept: the third-strongest not-a-match photo (60 inliers) sets it.
+    cal0, rep0 = fit(without, max_false_accept_rate=0.01, version=2)
+    cal1, rep1 = fit(with_null, max_false_accept_rate=0.01, version=2)
+    # The not-a-match photos are negative examples too: the strong ones pull the confidence of their kind down.
+    assert rep1["examples_fitted"] == rep0["examples_fitted"] + 200
+    # 1% of 200 queries = 2 may accept: the third-strongest not-a-match photo (60 inliers) sets the threshold.
     p = null_confidences(cal1, with_null)
     third = np.sort(p)[::-1][2]
-    assert cal1.threshold == pytest.approx(math.floor(third / 0.01 + 1e-9) * 0.01 + 0.01)
+    assert cal1.threshold == pytest.approx(max(THRESHOLD_FLOOR, math.floor(third / 0.01 + 1e-9) * 0.01 + 0.01))
     assert rep1["not_a_match_queries_accepting"] == 2
-    assert cal1.threshold > cal0.threshold
+    # Version 1 fits every candidate of the first searches only (the null ones just set the threshold),
+    # on inliers and spread, with the old floor of 0.5.
+    v0, _ = fit(without, max_false_accept_rate=0.01, version=1)
+    v1, r1 = fit(with_null, max_false_accept_rate=0.01, version=1)
+    assert v0.version == v1.version == 1 and v0.coef == v1.coef and v0.intercept == v1.intercept
+    assert v1.coef[2:] == (0.0, 0.0) and v1.threshold >= 0.5
+    p1 = null_confidences(v1, with_null)
+    assert v1.threshold == pytest.approx(max(0.5, math.floor(np.sort(p1)[::-1][2] / 0.01 + 1e-9) * 0.01 + 0.01))
     # Without not-a-match searches the wrong candidates of the first search set it, and the report says nothing of them.
     assert "not_a_match_queries" not in rep0
+
+
+def test_place_folds_keep_each_place_in_one_fold():
+    labels = np.array(["a"] * 30 + ["b"] * 4 + ["c"] * 4 + ["d"] * 2 + ["e"] * 2 + ["f"] * 2 + ["g"] * 12)
+    folds = place_folds(labels, k=3)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(len(labels)))
+    for f in folds:
+        others = np.setdiff1d(np.arange(len(labels)), f)
+        assert not set(labels[f]) & set(labels[others])
+    # The biggest place fills a fold alone; the rest are dealt to the smaller folds.
+    assert sorted(len(f) for f in folds) == [12, 14, 30]
+    with pytest.raises(ValueError, match="at least 5 places"):
+        place_folds(labels[:34], k=5)
+
+
+def test_cross_validation_fits_without_the_held_out_places():
+    rng = np.random.default_rng(5)
+    _, data = _examples(rng, 200, wrong_hi=[70, 65, 60])
+    data.best = np.tile(np.r_[True, np.zeros(5, bool)], 200)  # the right photo leads each answer
+    data.query_labels = np.array([f"p{i // 10}" for i in range(200)])
+    cv = cross_validate(data, k=5, version=2)
+    assert cv["not_a_match_queries"] == 200 and len(cv["thresholds"]) == 5
+    # Every query's right photo is its best result: each is counted once, in the fold that holds its place.
+    assert cv["queries_whose_best_is_right"] == 200
+    # The three strong not-a-match photos (queries 0-2, place p0) raise the threshold only of the folds
+    # fitted on them; the fold that holds them is measured with a threshold fitted without them, and they pass.
+    held = [i for i, f in enumerate(place_folds(data.query_labels, 5)) if 0 in f][0]
+    assert cv["thresholds"][held] < min(t for i, t in enumerate(cv["thresholds"]) if i != held)
+    assert cv["not_a_match_queries_accepting"] >= 3
+    data.query_labels = None
+    with pytest.raises(ValueError, match="place of each query"):
+        cross_validate(data)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from evaluation.metrics import average_precision, evaluate_rankings, positive_ranks, precision_at, protocol
-from verify.confidence import FEATURES, Calibration, feature_matrix, fit_logistic
+from verify.confidence import FEATURES, NONNEGATIVE, NONPOSITIVE, Calibration, feature_matrix, fit_logistic
 from verify.rerank import rank_key
 
 
@@ -63,9 +63,9 @@ def test_rank_key_orders_by_inliers_then_votes_then_order():
     assert rank_key(inliers, votes, scores).tolist() == [2, 5, 1, 0, 4, 3]
 
 
-def _cal(coef=(1.5, 1.0, 1.0, -0.5)):
-    return Calibration(coef=coef, intercept=-2.0, mean=(2.0, 0.2, 0.3, 3.0), scale=(1.0, 0.1, 0.2, 1.0),
-                       threshold=0.6, min_inliers=5)
+def _cal(coef=(1.5, 1.0, 1.0, -0.5, 0.8, 0.3, -0.5)):
+    return Calibration(coef=coef, intercept=-2.0, mean=(2.0, 0.2, 0.3, 3.0, 1.0, 1.0, 0.5),
+                       scale=(1.0, 0.1, 0.2, 1.0, 1.0, 1.0, 1.0), threshold=0.6, min_inliers=5)
 
 
 def test_confidence_monotone_in_inliers():
@@ -91,8 +91,10 @@ def test_fit_keeps_evidence_coefficients_nonnegative():
     x = feature_matrix(inl, put, spread)
     coef, b, mean, scale = fit_logistic(x, y)
     for f, c in zip(FEATURES, coef):
-        if f != "log_putative":
+        if f in NONNEGATIVE:
             assert c >= 0, f
+        if f in NONPOSITIVE:
+            assert c <= 0, f
     cal = Calibration(tuple(coef), b, tuple(mean), tuple(scale), min_inliers=5)
     p = cal.confidence(inl, put, spread)
     # It separates the two classes it was fitted on.
@@ -116,8 +118,10 @@ def test_calibration_round_trip_and_bad_files(tmp_path):
 
 
 def test_shipped_calibration_loads_and_was_not_fitted_on_oxford():
+    from engine.calibration import THRESHOLD_FLOOR
+
     cal = Calibration.load()
-    assert 0.5 <= cal.threshold < 1.0
+    assert THRESHOLD_FLOOR <= cal.threshold < 1.0
     assert not any("oxford" in s.lower() for s in cal.fitted_on.get("sources", []))
 
 
@@ -132,3 +136,20 @@ def test_sift_reference_matching_by_hand():
     m = match_descriptors(q, d, ratio=SIFT_RATIO, mutual=True).pairs
     # Query 0 matches 0 clearly; query 1 is ambiguous (ratio test fails); query 2 matches 2.
     assert m.tolist() == [[0, 0], [2, 2]]
+
+
+def test_reject_summary_margin_and_true_accepts():
+    """`delf evaluate reject`'s figures from per-query records: the margin is the least confident accepted
+    right answer minus the most confident photo of another place."""
+    from evaluation.reject import summary
+
+    recs = [{"kind": "not_a_match", "confidence": c} for c in (0.1, 0.25, 0.0)]
+    recs += [{"kind": "oxford", "confidence": c, "top1_positive": ok}
+             for c, ok in ((0.9, True), (0.4, True), (0.2, True), (0.95, False))]
+    s = summary(recs, threshold=0.3)
+    assert s["false_accepts"] == 0 and s["not_a_match_queries"] == 3
+    assert s["accepted_right"] == 2 and s["true_accept_rate"] == 0.5  # 0.2 is below it, 0.95 is not a positive
+    assert s["margin"] == pytest.approx(0.4 - 0.25) and s["max_not_a_match_confidence"] == 0.25
+    s = summary(recs, threshold=0.2)
+    assert s["false_accepts"] == 1 and s["margin"] == pytest.approx(0.2 - 0.25)  # negative: they overlap
+    assert summary(recs[:3], threshold=0.3)["margin"] is None

@@ -36,7 +36,13 @@ def register(sub) -> None:
     p.add_argument("--max-false-accept-rate", type=float, default=0.01,
                    help="fraction of those not-a-match searches allowed to accept a photo at the default "
                         "threshold (default: %(default)s)")
-    p.add_argument("--report", help="also write the fit's report (counts, reliability table) as JSON here")
+    p.add_argument("--model-version", type=int, choices=(1, 2), default=1,
+                   help="1: unique inliers and spread, fitted on every candidate (the shipped default); 2: also "
+                        "the result's context in its answer (margin over the strongest other place, support of a "
+                        "second photo of the same place, model distortion), fitted on each search's best result "
+                        "(default: %(default)s)")
+    p.add_argument("--report", help="also write the fit's report (counts, reliability table, cross-validation "
+                                    "over places) as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_conf_args(p)
     p.set_defaults(func=run)
@@ -63,7 +69,7 @@ def run(args) -> int:
     cal, rep = calibrate(photos, args.out, work, conf_from_args(args), candidates=args.candidates,
                          min_inliers=args.min_inliers, threshold=args.threshold,
                          max_false_accept_rate=args.max_false_accept_rate, sources=sources, command=command,
-                         progress=not args.quiet, log=print)
+                         progress=not args.quiet, log=print, version=args.model_version)
     if args.report:
         write_json(args.report, rep)
     print(json.dumps({k: v for k, v in rep.items() if k != "reliability"}, indent=1))

@@ -41,9 +41,15 @@ def register(sub) -> None:
         "reject", help="false accepts of photos of other places, true-accept rate and GAP",
         description="Every photo of landmarks/ and ukbench/ (none shows Oxford) queries the Oxford database, "
                     "and so do the Oxford queries. Reports false accepts at the threshold, the Oxford queries' "
-                    "true-accept rate (top-1 a positive and accepted) and the GAP over all queries.",
+                    "true-accept rate (top-1 a positive and accepted), the margin (lowest confidence of an "
+                    "accepted right answer minus highest confidence of a photo of another place) and the GAP "
+                    "over all queries.",
     )
     j.add_argument("--data", required=True, help="folder with oxford/, landmarks/ and ukbench/")
+    j.add_argument("--calibration", help="confidence calibration JSON to search with (default: the shipped one)")
+    j.add_argument("--compare-calibration", metavar="CALIBRATION",
+                   help="another calibration JSON (e.g. an older model, version 1 or 2) scored on the same "
+                        "searches at its own threshold, reported beside")
     _common(j)
     j.set_defaults(func=run_reject)
 
@@ -118,11 +124,21 @@ def run_reject(args) -> int:
     from common.files import write_json
     from evaluation.reject import evaluate_reject
 
+    from verify.confidence import Calibration
+
+    cal = Calibration.load(args.calibration) if args.calibration else None
+    compare = Calibration.load(args.compare_calibration) if args.compare_calibration else None
     res = evaluate_reject(args.data, args.work, conf_from_args(args), verify_top=args.candidates,
-                          threshold=args.threshold, db_features=args.db_features, progress=not args.quiet)
-    print(f"false accepts: {res['false_accepts']} of {res['not_a_match_queries']} not-a-match queries "
-          f"(highest confidence {res['max_not_a_match_confidence']}); true-accept rate {res['true_accept_rate']:.3f}; "
-          f"GAP {res['gap']:.4f}; threshold {res['threshold']:g}")
+                          threshold=args.threshold, db_features=args.db_features, progress=not args.quiet,
+                          calibration=cal, compare=compare)
+    for title, r in (("", res), ("compared calibration: ", res.get("compare"))):
+        if r is None:
+            continue
+        margin = "-" if r["margin"] is None else f"{r['margin']:.3f}"
+        print(f"{title}false accepts: {r['false_accepts']} of {r['not_a_match_queries']} not-a-match queries "
+              f"(highest confidence {r['max_not_a_match_confidence']}); true-accept rate {r['true_accept_rate']:.3f} "
+              f"({r['accepted_right']} of {r['oxford_queries']}); margin {margin}; GAP {r['gap']}; "
+              f"threshold {r['threshold']:g}")
     if args.json:
         write_json(args.json, res)
     return 0

@@ -3,20 +3,30 @@
 A raw inlier count is a poor match / no-match rule: photos of other places
 reach a dozen affine inliers against Oxford photos (repeated windows, coarse
 keypoints). The confidence is a logistic model over what the verification
-says about a candidate:
+says about a candidate and about the candidates beside it in the same answer:
 
   log_inliers   log(1 + unique inliers): inliers counted once per distinct
                 location in each photo (verify.rerank.unique_inliers)
   spread        the smaller of the two photos' inlier grid coverage (Verification.spread)
   inlier_ratio  inliers / putative correspondences
   log_putative  log(1 + putative correspondences)
+  log_margin    log(1 + unique inliers) - log(1 + unique inliers of the strongest
+                other candidate of another place): the photo-level form of
+                Lowe's ratio test. Two candidates are one place when their
+                inliers share query keypoints (``context``); a photo of a place
+                the database does not hold meets several unrelated photos about
+                as strong as its best, a known place stands far above the rest.
+  log_support   log(1 + unique inliers of the strongest other candidate of the
+                same place): a second photo of the place that also verifies
+  distortion    log of the ratio of the fitted affine map's two singular values
+                (0: no shear or anisotropic stretch); a larger value is less
+                plausible, so its coefficient is held <= 0
 
-fitted on labelled photos that never include Oxford (``delf calibrate``; the
-shipped fit uses log_inliers and spread only: the putative count mostly says
-which data set a photo comes from),
-with coefficients constrained to be >= 0 on the features that grow with the
-evidence, so that the confidence never falls when inliers rise. The fitted
-parameters and the default decision threshold ship in ``verify/data/``.
+fitted on labelled photos that never include Oxford (``delf calibrate``),
+with coefficients constrained so that the confidence never falls when the
+evidence grows. Version 1 files (the first four features only, fitted on
+every candidate) still load and score as they did. The fitted parameters and
+the default decision threshold ship in ``verify/data/``.
 """
 
 from __future__ import annotations
@@ -28,35 +38,120 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FEATURES = ("log_inliers", "spread", "inlier_ratio", "log_putative")
-# Features whose coefficient must not be negative (more evidence never lowers confidence).
-NONNEGATIVE = ("log_inliers", "spread", "inlier_ratio")
+FEATURES_V1 = ("log_inliers", "spread", "inlier_ratio", "log_putative")
+CONTEXT = ("log_margin", "log_support", "distortion")
+FEATURES = FEATURES_V1 + CONTEXT
+# Features whose coefficient must not be negative (more evidence never lowers confidence) ...
+NONNEGATIVE = ("log_inliers", "spread", "inlier_ratio", "log_margin", "log_support")
+# ... and those whose coefficient must not be positive (a less plausible model never raises it).
+NONPOSITIVE = ("distortion",)
 FORMAT = "delf-confidence"
-VERSION = 1
+VERSION = 2
+# Two candidates whose inliers share at least this many query keypoints, and at
+# least this fraction of the smaller inlier set, show one place (``context``).
+SAME_PLACE_SHARED = 3
+SAME_PLACE_FRACTION = 0.2
+# Only candidates with this many unique inliers can be one place with another
+# (chosen with cross-validation over places on non-Oxford photos: at 5, weak
+# wrong photos matched on one repeated texture lent each other support).
+SAME_PLACE_MIN_INLIERS = 10
 
 
 def default_path() -> str:
     return os.path.join(os.path.dirname(__file__), "data", "confidence.json")
 
 
-def feature_matrix(inliers, putative, spread) -> np.ndarray:
-    """(N, len(FEATURES)) float64 features of N verified candidates."""
+def context_path() -> str:
+    """The version 2 model fitted on the non-Oxford photos (``delf calibrate``), shipped beside the default
+    but not the default: on Oxford it accepted 5 of the 202 photos of other places (docs/results.md)."""
+    return os.path.join(os.path.dirname(__file__), "data", "confidence-v2.json")
+
+
+def feature_matrix(inliers, putative, spread, other_place=None, same_place=None, distortion=None) -> np.ndarray:
+    """(N, len(FEATURES)) float64 features of N verified candidates.
+
+    other_place: unique inliers of the strongest other candidate of another
+    place in the same answer (0 or None: none); same_place: of the strongest
+    other candidate of the same place (0 or None: none); distortion: of each
+    fitted model (``distortion``; None: 0). ``context`` computes the first two."""
     inl = np.asarray(inliers, np.float64).reshape(-1)
     put = np.asarray(putative, np.float64).reshape(-1)
     spr = np.asarray(spread, np.float64).reshape(-1)
+    extra = []
+    for name, v in (("other_place", other_place), ("same_place", same_place), ("distortion", distortion)):
+        v = np.zeros(len(inl)) if v is None else np.asarray(v, np.float64).reshape(-1)
+        if len(v) != len(inl) or not np.isfinite(v).all() or (v < 0).any():
+            raise ValueError(f"{name} must hold one finite number >= 0 per candidate ({len(inl)}), got {len(v)}")
+        extra.append(v)
+    other, same, dist = extra
     if not (len(inl) == len(put) == len(spr)):
         raise ValueError(f"inliers, putative and spread must have one entry per candidate, got "
                          f"{len(inl)}, {len(put)} and {len(spr)}")
     if (inl < 0).any() or (put < inl).any():
         raise ValueError("need 0 <= inliers <= putative correspondences for every candidate")
     ratio = np.divide(inl, put, out=np.zeros_like(inl), where=put > 0)
-    return np.stack([np.log1p(inl), np.clip(spr, 0.0, 1.0), ratio, np.log1p(put)], axis=1)
+    return np.stack([np.log1p(inl), np.clip(spr, 0.0, 1.0), ratio, np.log1p(put),
+                     np.log1p(inl) - np.log1p(other), np.log1p(same), dist], axis=1)
+
+
+def distortion(model) -> float:
+    """log(largest / smallest singular value) of a model's 2x2 linear part: 0
+    for a similarity, larger for shear and anisotropic stretch (a 2:1 squash
+    gives 0.69); 0 when there is no model."""
+    if model is None:
+        return 0.0
+    s = np.linalg.svd(np.asarray(model, np.float64)[:2, :2], compute_uv=False)
+    if not np.isfinite(s).all() or s[1] <= 1e-12:
+        return 10.0
+    return float(min(np.log(s[0] / s[1]), 10.0))
+
+
+def context(inliers, query_points, min_inliers: int = SAME_PLACE_MIN_INLIERS) -> tuple[np.ndarray, np.ndarray]:
+    """(other_place, same_place) for N candidates of one answer: for each, the
+    unique inliers of the strongest other candidate of another place and of the
+    same place (0 when there is none). ``query_points``: per candidate, its
+    inliers' query locations (k, 2). Two candidates that both have at least
+    ``min_inliers`` inliers are one place when their inliers share
+    ``SAME_PLACE_SHARED`` or more query keypoints and at least
+    ``SAME_PLACE_FRACTION`` of the smaller inlier set: photos of one building
+    are matched by the same part of the query. A weaker candidate is always
+    another place (it shows nothing the query is sure of)."""
+    u = np.asarray(inliers, np.float64).reshape(-1)
+    n = len(u)
+    if len(query_points) != n:
+        raise ValueError(f"need query points for each of the {n} candidates, got {len(query_points)}")
+    strong = np.flatnonzero(u >= max(min_inliers, 1))
+    keys = {}
+    for i in strong:
+        xy = np.round(np.asarray(query_points[i], np.float64).reshape(-1, 2)).astype(np.int64)
+        keys[i] = np.unique(xy[:, 0] * 1_000_003 + xy[:, 1])
+    same = np.zeros((n, n), bool)
+    for a_pos, a in enumerate(strong):
+        for b in strong[a_pos + 1:]:
+            ka, kb = keys[a], keys[b]
+            shared = len(np.intersect1d(ka, kb, assume_unique=True))
+            if shared >= max(SAME_PLACE_SHARED, SAME_PLACE_FRACTION * min(len(ka), len(kb))):
+                same[a, b] = same[b, a] = True
+    other_place = np.zeros(n)
+    same_place = np.zeros(n)
+    for i in range(n):
+        others = np.ones(n, bool)
+        others[i] = False
+        sp = others & same[i]
+        op = others & ~same[i]
+        other_place[i] = u[op].max(initial=0.0)
+        same_place[i] = u[sp].max(initial=0.0)
+    return other_place, same_place
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Logistic confidence: sigmoid(intercept + ((x - mean) / scale) . coef).
+    """Logistic confidence: sigmoid(intercept + ((x - mean) / scale) . coef),
+    x the candidate's values of ``features``.
 
+    features: FEATURES (version 2) or FEATURES_V1 (a version 1 file: no
+              context, and the confidence of a candidate does not depend on
+              the others).
     threshold: the default confidence at or above which a result is a match.
     min_inliers: below this many inliers the confidence is 0 (an affine model
                  from 3-4 points proves nothing).
@@ -74,9 +169,9 @@ class Calibration:
 
     def __post_init__(self):
         n = len(self.features)
-        if tuple(self.features) != FEATURES:
-            raise ValueError(f"calibration features {list(self.features)} differ from this version's "
-                             f"{list(FEATURES)}; refit with `delf calibrate`")
+        if tuple(self.features) not in (FEATURES, FEATURES_V1):
+            raise ValueError(f"calibration features {list(self.features)} are neither this version's "
+                             f"{list(FEATURES)} nor version 1's {list(FEATURES_V1)}; refit with `delf calibrate`")
         for name in ("coef", "mean", "scale"):
             v = getattr(self, name)
             if len(v) != n or not all(math.isfinite(float(x)) for x in v):
@@ -90,23 +185,53 @@ class Calibration:
         if int(self.min_inliers) < 0:
             raise ValueError(f"min_inliers must be >= 0, got {self.min_inliers!r}")
 
+    @property
+    def version(self) -> int:
+        return 1 if tuple(self.features) == FEATURES_V1 else VERSION
+
+    @property
+    def uses_context(self) -> bool:
+        """Whether a candidate's confidence depends on the other candidates of its answer."""
+        return any(float(c) != 0.0 for f, c in zip(self.features, self.coef) if f in ("log_margin", "log_support"))
+
     # ------------------------------------------------------------ scoring
     def logit(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float64).reshape(-1, len(FEATURES))
+        """Logit of (N, len(FEATURES)) features (``feature_matrix``); a
+        version 1 calibration also takes (N, 4)."""
+        x = np.atleast_2d(np.asarray(x, np.float64))
+        if x.ndim != 2 or x.shape[1] not in (len(FEATURES), len(self.features)):
+            raise ValueError(f"need features of shape (N, {len(FEATURES)}), got {x.shape}")
+        if x.shape[1] != len(self.features):
+            x = x[:, [FEATURES.index(f) for f in self.features]]
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         return z @ np.asarray(self.coef, np.float64) + float(self.intercept)
 
-    def confidence(self, inliers, putative, spread) -> np.ndarray:
-        """Confidence in [0, 1] per candidate (float64 (N,))."""
-        x = feature_matrix(inliers, putative, spread)
+    def score(self, x: np.ndarray, inliers) -> np.ndarray:
+        """Confidence in [0, 1] of candidates with features ``x`` (``feature_matrix``) and ``inliers``."""
         p = _sigmoid(self.logit(x))
         p[np.asarray(inliers).reshape(-1) < self.min_inliers] = 0.0
         return p
 
+    def confidence(self, inliers, putative, spread, other_place=None, same_place=None,
+                   distortion=None) -> np.ndarray:
+        """Confidence in [0, 1] per candidate (float64 (N,)); the context
+        arguments as in ``feature_matrix``."""
+        return self.score(feature_matrix(inliers, putative, spread, other_place, same_place, distortion), inliers)
+
+    def pair_confidence(self, inliers, putative, spread, distortion=None) -> np.ndarray:
+        """Confidence of photo pairs verified alone (``delf match``), with no
+        answer around them: the margin and support are those of a typical
+        search (their calibration means), neither credit nor penalty."""
+        x = feature_matrix(inliers, putative, spread, distortion=distortion)
+        for f in ("log_margin", "log_support"):
+            if f in self.features:
+                x[:, FEATURES.index(f)] = self.mean[self.features.index(f)]
+        return self.score(x, inliers)
+
     # ------------------------------------------------------------ files
     def to_dict(self) -> dict:
         return {
-            "format": FORMAT, "version": VERSION, "features": list(self.features),
+            "format": FORMAT, "version": self.version, "features": list(self.features),
             "coef": [float(c) for c in self.coef], "intercept": float(self.intercept),
             "mean": [float(m) for m in self.mean], "scale": [float(s) for s in self.scale],
             "threshold": float(self.threshold), "min_inliers": int(self.min_inliers),
@@ -117,8 +242,14 @@ class Calibration:
     def from_dict(cls, d: dict, where: str = "calibration") -> "Calibration":
         if d.get("format") != FORMAT:
             raise ValueError(f"{where}: not a confidence calibration file (format {d.get('format')!r})")
-        if d.get("version") != VERSION:
-            raise ValueError(f"{where}: calibration version {d.get('version')!r}, this engine reads {VERSION}")
+        version = d.get("version")
+        if version not in (1, VERSION):
+            raise ValueError(f"{where}: calibration version {version!r}, this engine reads 1 and {VERSION}; "
+                             f"refit with `delf calibrate`")
+        want = FEATURES_V1 if version == 1 else FEATURES
+        if tuple(d.get("features", ())) != want:
+            raise ValueError(f"{where}: a version {version} calibration lists the features {list(want)}, "
+                             f"this one {d.get('features')!r}; refit with `delf calibrate`")
         try:
             return cls(coef=tuple(d["coef"]), intercept=float(d["intercept"]), mean=tuple(d["mean"]),
                        scale=tuple(d["scale"]), threshold=float(d["threshold"]),
@@ -139,6 +270,8 @@ class Calibration:
                 d = json.load(f)
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path}: unreadable calibration ({exc})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a confidence calibration file")
         return cls.from_dict(d, path)
 
     def save(self, path: str) -> None:
@@ -152,11 +285,12 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, nonnegative=NONNEGATIVE,
-                 iters: int = 100, use=FEATURES) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+                 iters: int = 100, use=FEATURES, nonpositive=NONPOSITIVE
+                 ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """Regularised logistic regression by Newton's method on standardised
     features, with the coefficients of ``nonnegative`` features held at >= 0
-    (a feature whose coefficient would turn negative is dropped and the rest
-    refitted). Only the features named in ``use`` enter the model (the others
+    and those of ``nonpositive`` ones at <= 0 (a feature whose coefficient
+    would take the wrong sign is dropped and the rest refitted). Only the features named in ``use`` enter the model (the others
     get coefficient 0). Returns (coef, intercept, mean, scale)."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64).reshape(-1)
@@ -174,15 +308,15 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, nonnegative=NON
     if unknown or not use:
         raise ValueError(f"use must name some of {', '.join(FEATURES)}, got {list(use)}")
     active = np.array([f in use for f in FEATURES])
-    must = np.array([f in nonnegative for f in FEATURES])
+    sign = np.array([1.0 if f in nonnegative else -1.0 if f in nonpositive else 0.0 for f in FEATURES])
     while True:
         w = _newton(z[:, active], y, l2, iters)
         coef = np.zeros(x.shape[1])
         coef[active] = w[1:]
-        bad = must & active & (coef < 0)
-        if not bad.any():
+        wrong = np.where(active & (sign * coef < 0), sign * coef, np.inf)
+        if not np.isfinite(wrong).any():
             return coef, float(w[0]), mean, scale
-        active[np.argmin(np.where(bad, coef, np.inf))] = False
+        active[np.argmin(wrong)] = False
 
 
 def _newton(z: np.ndarray, y: np.ndarray, l2: float, iters: int) -> np.ndarray:
@@ -201,4 +335,5 @@ def _newton(z: np.ndarray, y: np.ndarray, l2: float, iters: int) -> np.ndarray:
     return w
 
 
-__all__ = ["FEATURES", "Calibration", "default_path", "feature_matrix", "fit_logistic"]
+__all__ = ["CONTEXT", "FEATURES", "FEATURES_V1", "Calibration", "context", "context_path", "default_path", "distortion",
+           "feature_matrix", "fit_logistic"]

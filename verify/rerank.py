@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .confidence import Calibration
+from .confidence import Calibration, context, distortion
 from .estimate import RansacConf, Verification, ransac_many
 
 
@@ -56,6 +56,9 @@ class Result:
     spread: float
     unique_inliers: int  # inliers counted once per distinct query and database location (what the confidence uses)
     confidence: float
+    other_place: int = 0  # unique inliers of the strongest other result of another place (verify.confidence.context)
+    same_place: int = 0  # unique inliers of the strongest other result of the same place
+    distortion: float = 0.0  # of the fitted model (verify.confidence.distortion)
     verification: Verification | None = None
     label: str | None = None
     query_xy: np.ndarray | None = field(default=None, repr=False)  # putative correspondences (for drawing)
@@ -73,6 +76,9 @@ class Result:
             "putative": int(self.putative),
             "vote_rank": int(self.vote_rank),
         }
+        if self.verified:
+            d.update(other_place=int(self.other_place), same_place=int(self.same_place),
+                     distortion=round(float(self.distortion), 4))
         if self.label is not None:
             d["label"] = self.label
         if self.verification is not None and self.verification.model is not None:
@@ -222,15 +228,30 @@ def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: 
     for i, v in enumerate(ver):
         s = slice(int(offsets[i]), int(offsets[i + 1]))
         uniq[i] = unique_inliers(cands.query_xy[s], cands.db_xy[s], v.inliers)
+    # The context of each verified candidate: the strongest other candidates of another place and of its own.
+    other = np.zeros(m, np.int64)
+    same = np.zeros(m, np.int64)
+    dist = np.zeros(m)
+    if n_ver:
+        qpts = [np.asarray(cands.query_xy[offsets[i]:offsets[i + 1]])[v.inliers] for i, v in enumerate(ver)]
+        o, sp = context(uniq[:n_ver], qpts)
+        other[:n_ver], same[:n_ver] = o, sp
+        dist[:n_ver] = [distortion(v.model) for v in ver]
     conf_v = np.zeros(m)
     if n_ver:
-        conf_v[:n_ver] = calibration.confidence(uniq[:n_ver], putative[:n_ver], spread[:n_ver])
+        conf_v[:n_ver] = calibration.confidence(uniq[:n_ver], putative[:n_ver], spread[:n_ver], other[:n_ver],
+                                                same[:n_ver], dist[:n_ver])
     order = rank_key(inliers, cands.votes, cands.scores)
+    if n_ver and calibration.uses_context:
+        # No result is more confident than the answer's best: a lower photo above the threshold while the
+        # best is below it would make a "no match" answer list a match (a version 1 model scores each
+        # candidate on its own, as it always did).
+        conf_v = np.minimum(conf_v, conf_v[order[0]])
     results = [
         Result(name=cands.names[i], votes=int(cands.votes[i]), score=float(cands.scores[i]), vote_rank=int(i),
                putative=int(putative[i]), inliers=int(inliers[i]), spread=float(spread[i]),
-               unique_inliers=int(uniq[i]),
-               confidence=float(conf_v[i]), verification=ver[i] if i < n_ver else None,
+               unique_inliers=int(uniq[i]), other_place=int(other[i]), same_place=int(same[i]),
+               distortion=float(dist[i]), confidence=float(conf_v[i]), verification=ver[i] if i < n_ver else None,
                query_xy=cands.query_xy[offsets[i]:offsets[i + 1]], db_xy=cands.db_xy[offsets[i]:offsets[i + 1]])
         for i in order
     ]
