@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 
+from index import IndexConf
 from tests.conftest import need_data
 from verify.confidence import (FEATURES, FEATURES_V1, SAME_PLACE_MIN_INLIERS, Calibration, context, context_path,
                                distortion, feature_matrix)
@@ -24,6 +25,8 @@ V1 = {
     "scale": [1.1132746120909125, 0.14231253401378532, 0.12772169156010466, 1.0463222182962315],
     "threshold": 0.92, "min_inliers": 5, "fitted_on": {"photos": 268},
 }
+
+EXACT = IndexConf(kind="annoy", build_threads=1)  # searched exhaustively below 200,000 descriptors
 
 
 def test_a_version_1_file_still_loads_and_scores_as_it_did(tmp_path):
@@ -110,7 +113,9 @@ def test_a_second_photo_of_the_place_that_also_verifies_raises_the_confidence(tm
     others = _ukbench(0, 4, 8, 12, 16, 20)
     answers = []
     for n, db in enumerate(([photos[3]], [photos[3], photos[5]])):
-        with Engine.build(tmp_path / f"idx{n}", db + others, extractor=small_extractor,
+        # The uncompressed index (exhaustive on these few photos): photo 4's neighbours are then the same in
+        # both databases, where a pq index trains its codebook on each database and quantises them apart.
+        with Engine.build(tmp_path / f"idx{n}", db + others, extractor=small_extractor, index_conf=EXACT,
                           calibration=Calibration.load(context_path())) as engine:
             answers.append(engine.search(photos[0], expand=0))
     alone, supported = answers
@@ -132,7 +137,7 @@ def test_an_unknown_place_whose_two_best_photos_are_alike_stays_below_the_thresh
     db = [str(need_data("wxbs", "WGLBS", "charlottenburg", "02.jpg")),
           str(need_data("landmarks", "images", "lund_24.jpg"))] + _ukbench(0, 4)
     query = str(need_data("landmarks", "images", "sceaux_100_7103.jpg"))
-    with Engine.build(tmp_path / "idx", db, calibration=Calibration.load(context_path())) as engine:
+    with Engine.build(tmp_path / "idx", db, index_conf=EXACT, calibration=Calibration.load(context_path())) as engine:
         ans = engine.search(query, expand=0)
         cal = engine.settings.calibration
     best, second = ans.results[:2]

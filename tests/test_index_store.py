@@ -358,8 +358,8 @@ def test_cli(tmp_path, two_files, capsys):
         return capsys.readouterr().out
 
     idx_dir = tmp_path / "cli.idx"
-    out = run("build", idx_dir, fa, "--trees", 3, "--build-threads", 1)
-    assert "photos       12" in out and "3 trees" in out
+    out = run("build", idx_dir, fa, "--kind", "annoy", "--trees", 3, "--build-threads", 1)
+    assert "photos       12" in out and "annoy: 3 trees" in out
     out = run("add", idx_dir, fb)
     assert "photos       20" in out and "segments     2" in out
     out = run("remove", idx_dir, "a/001.jpg", "b/002.jpg")
@@ -369,3 +369,7 @@ def test_cli(tmp_path, two_files, capsys):
     out = run("info", idx_dir, "--check", "--json", tmp_path / "info.json")
     assert "every file matches" in out
     assert json.load(open(tmp_path / "info.json"))["photos"] == 18
+    # the default kind, in shards
+    out = run("build", tmp_path / "pq.idx", fa, "--shards", 2, "--pq-m", 8)
+    assert "kind         pq: " in out and "8 codes" in out and "segments     2" in out
+    assert json.load(open(tmp_path / "info.json"))["kind"] == "annoy"
