@@ -356,6 +356,18 @@ def query_tables(q: np.ndarray, pq: np.ndarray, bounds: np.ndarray) -> np.ndarra
 
 
 @numba.njit(nogil=True, cache=True)
+def _worst(best):
+    """Position and value of the largest entry (the first of equals)."""
+    worst = 0
+    thr = best[0]
+    for t in range(1, best.shape[0]):
+        if best[t] > thr:
+            worst = t
+            thr = best[t]
+    return worst, thr
+
+
+@numba.njit(nogil=True, cache=True)
 def ivf_scan(qt, probes, probe_d, cell_tables, list_offsets, codes, list_rows, dead, best_d, best_r):
     """k nearest codes of each query row among its probed cells.
 
@@ -368,17 +380,11 @@ def ivf_scan(qt, probes, probe_d, cell_tables, list_offsets, codes, list_rows, d
     their rows, unordered. Ties keep the code scanned first."""
     nq, n_probe = probes.shape
     m = codes.shape[1]
-    k = best_d.shape[1]
     width = qt.shape[1]
     ksub = width // m
     table = np.empty(width, np.float32)
     for i in range(nq):
-        worst = 0
-        thr = best_d[i, 0]
-        for t in range(1, k):
-            if best_d[i, t] > thr:
-                worst = t
-                thr = best_d[i, t]
+        worst, thr = _worst(best_d[i])
         for p in range(n_probe):
             c = probes[i, p]
             if c < 0:
@@ -402,12 +408,7 @@ def ivf_scan(qt, probes, probe_d, cell_tables, list_offsets, codes, list_rows, d
                         continue
                     best_d[i, worst] = s
                     best_r[i, worst] = r
-                    worst = 0
-                    thr = best_d[i, 0]
-                    for t in range(1, k):
-                        if best_d[i, t] > thr:
-                            worst = t
-                            thr = best_d[i, t]
+                    worst, thr = _worst(best_d[i])
 
 
 def warm_up() -> None:

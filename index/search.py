@@ -371,24 +371,20 @@ class Index:
             if snap.live[s] == 0 or (only is not None and s not in only):
                 modes.append("empty")
                 continue
-            if seg.kind == "pq":
-                exact = conf.mode == "exact" or (conf.mode == "auto" and snap.live[s] < conf.pq_exact_below)
-                modes.append("exact" if exact else "ivf")
-                if exact:
-                    for a in range(0, len(q), _EXACT_BLOCK):
-                        tasks.append((_exact_block_pq, seg, snap.dead_rows[s], q[a:a + _EXACT_BLOCK], a, s))
-                else:
-                    n_probe = min(seg.codebook.nlist, max(int(conf.nprobe), int(math.ceil(
-                        conf.min_scan * seg.codebook.nlist / max(snap.live[s], 1)))))
-                    for a in range(0, len(q), _IVF_BLOCK):
-                        tasks.append((_ivf_block, seg, snap.dead_rows[s], (q[a:a + _IVF_BLOCK], n_probe,
-                                                                         conf.pq_search_k), a, s))
-                continue
-            exact = conf.mode == "exact" or (conf.mode == "auto" and snap.live[s] < conf.exact_below)
-            modes.append("exact" if exact else "annoy")
+            pq_seg = seg.kind == "pq"
+            below = conf.pq_exact_below if pq_seg else conf.exact_below
+            exact = conf.mode == "exact" or (conf.mode == "auto" and snap.live[s] < below)
+            modes.append("exact" if exact else ("ivf" if pq_seg else "annoy"))
             if exact:
+                fn = _exact_block_pq if pq_seg else _exact_block
                 for a in range(0, len(q), _EXACT_BLOCK):
-                    tasks.append((_exact_block, seg, snap.dead_rows[s], q[a:a + _EXACT_BLOCK], a, s))
+                    tasks.append((fn, seg, snap.dead_rows[s], q[a:a + _EXACT_BLOCK], a, s))
+            elif pq_seg:
+                n_probe = min(seg.codebook.nlist, max(int(conf.nprobe), int(math.ceil(
+                    conf.min_scan * seg.codebook.nlist / max(snap.live[s], 1)))))
+                for a in range(0, len(q), _IVF_BLOCK):
+                    tasks.append((_ivf_block, seg, snap.dead_rows[s], (q[a:a + _IVF_BLOCK], n_probe,
+                                                                     conf.pq_search_k), a, s))
             else:
                 if q_list is None:
                     # Annoy reads a list far faster than a NumPy row.
