@@ -375,11 +375,12 @@ def ivf_scan(qt, probes, probe_d, cell_tables, list_offsets, codes, list_rows, d
     probe_d (Q, P) float32 |q - c|^2 of each probed cell; cell_tables (nlist,
     m * 256) (``Codebook.cell_tables``); list_offsets (nlist + 1,) int64; codes
     (N, m) uint8 and list_rows (N, 3) uint8 (``pack_rows``) in list order; dead
-    (N,) bool by row (all False when none removed); best_d (Q, k) float32 (+inf)
+    (N,) bool by row, or empty when none is removed; best_d (Q, k) float32 (+inf)
     and best_r (Q, k) int64 (-1) receive the k smallest squared distances and
     their rows, unordered. Ties keep the code scanned first."""
     nq, n_probe = probes.shape
     m = codes.shape[1]
+    n_dead = dead.shape[0]
     width = qt.shape[1]
     ksub = width // m
     table = np.empty(width, np.float32)
@@ -404,7 +405,7 @@ def ivf_scan(qt, probes, probe_d, cell_tables, list_offsets, codes, list_rows, d
                 if s < thr:
                     r = np.int64(list_rows[pos, 0]) | (np.int64(list_rows[pos, 1]) << 8) \
                         | (np.int64(list_rows[pos, 2]) << 16)
-                    if dead[r]:
+                    if n_dead and dead[r]:
                         continue
                     best_d[i, worst] = s
                     best_r[i, worst] = r

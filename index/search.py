@@ -556,23 +556,12 @@ def _ivf_block(seg, dead, arg, k):
     qt = pq.query_tables(q, cb.pq, cb.bounds)
     best_d = np.full((len(q), k), np.inf, np.float32)
     best_r = np.full((len(q), k), -1, np.int64)
-    no_dead = _no_dead(seg.n) if dead is None else dead
     pq.ivf_scan(qt, probes, probe_d, cb.cell_tables(), seg.list_offsets, np.asarray(seg.arrays["codes"]),
-                np.asarray(seg.arrays["list_rows"]), no_dead, best_d, best_r)
+                np.asarray(seg.arrays["list_rows"]), _NONE_DEAD if dead is None else dead, best_d, best_r)
     return _sorted_result(best_d, best_r)
 
 
-_NO_DEAD: dict = {}
-
-
-def _no_dead(n: int) -> np.ndarray:
-    arr = _NO_DEAD.get(n)
-    if arr is None:
-        arr = _NO_DEAD[n] = np.zeros(n, bool)
-        if len(_NO_DEAD) > 64:
-            _NO_DEAD.clear()
-            _NO_DEAD[n] = arr
-    return arr
+_NONE_DEAD = np.zeros(0, bool)  # no removed rows: the scan checks none
 
 
 def match_weights(dist: np.ndarray, conf: SearchConf) -> np.ndarray:

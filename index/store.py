@@ -238,15 +238,8 @@ def write_segment(index_dir: str, name: str, dim: int, n_trees: int, build_threa
         "photo_sizes.npy": np.ascontiguousarray(photo_sizes, np.int32).reshape(-1, 2),
         "photo_counts.npy": np.ascontiguousarray(photo_counts, np.int32),
     }
-    for fname, arr in arrays.items():
-        with open(os.path.join(tmp, fname), "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-    with open(os.path.join(tmp, NAMES_FILE), "wb") as f:
-        f.write(json.dumps(list(photo_names)).encode())
-        f.flush()
-        os.fsync(f.fileno())
+    _save_arrays(tmp, arrays)
+    _save_names(tmp, photo_names)
 
     ann = AnnoyIndex(dim, "angular")
     ann.set_seed(int(seed))
@@ -263,10 +256,7 @@ def write_segment(index_dir: str, name: str, dim: int, n_trees: int, build_threa
     fsync_file(ann_path)
     fsync_dir(tmp)
 
-    files = {}
-    for fname in SEGMENT_FILES:
-        p = os.path.join(tmp, fname)
-        files[fname] = {"bytes": os.path.getsize(p), "sha256": sha256_file(p)}
+    files = _file_table(tmp, SEGMENT_FILES)
     final = os.path.join(index_dir, name)
     os.rename(tmp, final)
     fsync_dir(index_dir)
@@ -286,6 +276,13 @@ def _save_arrays(folder: str, arrays: dict) -> None:
             np.save(f, arr, allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
+
+
+def _save_names(folder: str, names: list[str]) -> None:
+    with open(os.path.join(folder, NAMES_FILE), "wb") as f:
+        f.write(json.dumps(list(names)).encode())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _file_table(folder: str, names) -> dict:
@@ -336,10 +333,7 @@ def write_pq_segment(index_dir: str, name: str, cb, cells: np.ndarray, codes: np
         "photo_counts.npy": np.ascontiguousarray(photo_counts, np.int32),
     }
     _save_arrays(tmp, arrays)
-    with open(os.path.join(tmp, NAMES_FILE), "wb") as f:
-        f.write(json.dumps(list(photo_names)).encode())
-        f.flush()
-        os.fsync(f.fileno())
+    _save_names(tmp, photo_names)
     fsync_dir(tmp)
     files = _file_table(tmp, PQ_SEGMENT_FILES)
     os.rename(tmp, os.path.join(index_dir, name))
