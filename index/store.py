@@ -234,9 +234,7 @@ def write_segment(index_dir: str, name: str, dim: int, n_trees: int, build_threa
         "desc_photo.npy": np.ascontiguousarray(desc_photo, np.int32),
         "desc_keypoint.npy": np.ascontiguousarray(desc_keypoint, np.int32),
         "desc_xy.npy": np.ascontiguousarray(desc_xy, np.float32).reshape(-1, 2),
-        "photo_ids.npy": np.ascontiguousarray(photo_ids, np.int32),
-        "photo_sizes.npy": np.ascontiguousarray(photo_sizes, np.int32).reshape(-1, 2),
-        "photo_counts.npy": np.ascontiguousarray(photo_counts, np.int32),
+        **_photo_arrays(photo_ids, photo_sizes, photo_counts),
     }
     _save_arrays(tmp, arrays)
     _save_names(tmp, photo_names)
@@ -267,6 +265,15 @@ def write_segment(index_dir: str, name: str, dim: int, n_trees: int, build_threa
         "photos": int(len(arrays["photo_ids.npy"])),
         "n_trees": int(n_trees),
         "files": files,
+    }
+
+
+def _photo_arrays(photo_ids, photo_sizes, photo_counts) -> dict:
+    """The photo table files every kind of segment has."""
+    return {
+        "photo_ids.npy": np.ascontiguousarray(photo_ids, np.int32),
+        "photo_sizes.npy": np.ascontiguousarray(photo_sizes, np.int32).reshape(-1, 2),
+        "photo_counts.npy": np.ascontiguousarray(photo_counts, np.int32),
     }
 
 
@@ -328,9 +335,7 @@ def write_pq_segment(index_dir: str, name: str, cb, cells: np.ndarray, codes: np
         "list_rows.npy": _pq().pack_rows(order),
         "list_offsets.npy": offsets.astype(np.int32),
         "xy12.npy": np.ascontiguousarray(xy12, np.uint8).reshape(-1, 3),
-        "photo_ids.npy": np.ascontiguousarray(photo_ids, np.int32),
-        "photo_sizes.npy": np.ascontiguousarray(photo_sizes, np.int32).reshape(-1, 2),
-        "photo_counts.npy": np.ascontiguousarray(photo_counts, np.int32),
+        **_photo_arrays(photo_ids, photo_sizes, photo_counts),
     }
     _save_arrays(tmp, arrays)
     _save_names(tmp, photo_names)
