@@ -367,25 +367,50 @@ def _worst(best):
     return worst, thr
 
 
+def code_words(codes: np.ndarray) -> np.ndarray:
+    """The codes (N, m) uint8 read eight at a time, (N, m / 8) uint64, when m is
+    a multiple of 8 (the scan then takes one load per eight codes); else an
+    empty array and the scan reads bytes."""
+    if codes.ndim == 2 and codes.shape[1] % 8 == 0 and codes.shape[1] and codes.flags.c_contiguous:
+        return codes.view(np.uint64)
+    return np.zeros((0, 0), np.uint64)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _word_sum(table, x, o):
+    """Sum of the eight table entries that one uint64 of codes (little-endian
+    bytes, groups o / 256 ...) selects, in a fixed order."""
+    return ((table[o + (x & 255)] + table[o + 256 + ((x >> 8) & 255)])
+            + (table[o + 512 + ((x >> 16) & 255)] + table[o + 768 + ((x >> 24) & 255)])) \
+        + ((table[o + 1024 + ((x >> 32) & 255)] + table[o + 1280 + ((x >> 40) & 255)])
+           + (table[o + 1536 + ((x >> 48) & 255)] + table[o + 1792 + (x >> 56)]))
+
+
 @numba.njit(nogil=True, cache=True)
-def ivf_scan(qt, probes, probe_d, cell_tables, list_offsets, codes, list_rows, dead, best_d, best_r):
+def ivf_scan(qt, probes, probe_d, cell_tables, list_offsets, codes, words, list_rows, dead, best_d, best_r,
+             max_scan=0):
     """k nearest codes of each query row among its probed cells.
 
     qt (Q, m * 256) from ``query_tables``; probes (Q, P) int64 cells, -1 = none;
     probe_d (Q, P) float32 |q - c|^2 of each probed cell; cell_tables (nlist,
     m * 256) (``Codebook.cell_tables``); list_offsets (nlist + 1,) int64; codes
-    (N, m) uint8 and list_rows (N, 3) uint8 (``pack_rows``) in list order; dead
-    (N,) bool by row, or empty when none is removed; best_d (Q, k) float32 (+inf)
-    and best_r (Q, k) int64 (-1) receive the k smallest squared distances and
-    their rows, unordered. Ties keep the code scanned first."""
+    (N, m) uint8 and list_rows (N, 3) uint8 (``pack_rows``) in list order;
+    words: ``code_words(codes)`` (empty: read the bytes); dead (N,) bool by row,
+    or empty when none is removed; best_d (Q, k) float32 (+inf) and best_r
+    (Q, k) int64 (-1) receive the k smallest squared distances and their rows,
+    unordered. Ties keep the code scanned first. max_scan > 0: a row opens no
+    further list once it has scanned that many codes (probes in ascending
+    distance, the first always scanned), which bounds the work per row whatever
+    the size of the lists."""
     nq, n_probe = probes.shape
     m = codes.shape[1]
     n_dead = dead.shape[0]
+    n_words = words.shape[1] if words.shape[0] == codes.shape[0] else 0
     width = qt.shape[1]
-    ksub = width // m
     table = np.empty(width, np.float32)
     for i in range(nq):
         worst, thr = _worst(best_d[i])
+        scanned = 0
         for p in range(n_probe):
             c = probes[i, p]
             if c < 0:
@@ -394,14 +419,20 @@ def ivf_scan(qt, probes, probe_d, cell_tables, list_offsets, codes, list_rows, d
             b = list_offsets[c + 1]
             if a == b:
                 continue
+            if max_scan > 0 and scanned >= max_scan:
+                break
+            scanned += b - a
             base = probe_d[i, p]
             for t in range(width):
                 table[t] = cell_tables[c, t] + qt[i, t]
             for pos in range(a, b):
-                row = codes[pos]
                 s = base
-                for j in range(m):
-                    s += table[j * ksub + np.int64(row[j])]
+                if n_words:
+                    for w in range(n_words):
+                        s += _word_sum(table, words[pos, w], w * 2048)
+                else:
+                    for j in range(m):
+                        s += table[j * 256 + np.int64(codes[pos, j])]
                 if s < thr:
                     r = np.int64(list_rows[pos, 0]) | (np.int64(list_rows[pos, 1]) << 8) \
                         | (np.int64(list_rows[pos, 2]) << 16)
@@ -414,7 +445,9 @@ def ivf_scan(qt, probes, probe_d, cell_tables, list_offsets, codes, list_rows, d
 
 def warm_up() -> None:
     """Compiles (or loads from cache) the kernels before timed work."""
-    qt = np.zeros((1, 2), np.float32)
-    ivf_scan(qt, np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32), np.zeros((1, 2), np.float32),
-             np.array([0, 1], np.int64), np.zeros((1, 1), np.uint8), np.zeros((1, 3), np.uint8), np.zeros(1, bool),
-             np.full((1, 1), np.inf, np.float32), np.full((1, 1), -1, np.int64))
+    for m in (1, 8):
+        qt = np.zeros((1, m * KSUB), np.float32)
+        codes = np.zeros((1, m), np.uint8)
+        ivf_scan(qt, np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32), np.zeros((1, m * KSUB), np.float32),
+                 np.array([0, 1], np.int64), codes, code_words(codes), np.zeros((1, 3), np.uint8), np.zeros(1, bool),
+                 np.full((1, 1), np.inf, np.float32), np.full((1, 1), -1, np.int64))

@@ -44,11 +44,17 @@ def test_query_tables_equal_a_loop():
 
 
 @pytest.mark.parametrize("compiled", [True, False])
-def test_ivf_scan_equals_brute_force_over_the_probed_lists(compiled):
+@pytest.mark.parametrize("m", [4, 16])
+@pytest.mark.parametrize("max_scan", [0, 100])
+def test_ivf_scan_equals_brute_force_over_the_probed_lists(compiled, m, max_scan):
     """The scan's distances are exactly |q - reconstruction|^2, its top k the
-    k smallest of the probed cells' codes, dead rows never returned."""
+    k smallest of the probed cells' codes, dead rows never returned; both when
+    it reads codes byte by byte (m = 4) and eight at a time (m = 16). With
+    max_scan, a row opens lists in probe order only while it has scanned fewer
+    codes than that."""
     rng = np.random.default_rng(1)
-    cb = _random_codebook(rng)
+    cb = _random_codebook(rng, dim=40 if m == 16 else 12, m=m)
+    assert pq.code_words(np.zeros((1, m), np.uint8)).shape == ((1, 2) if m == 16 else (0, 0))
     n = 400
     cells = rng.integers(0, cb.nlist, n)
     codes = rng.integers(0, 256, (n, cb.m)).astype(np.uint8)
@@ -61,7 +67,7 @@ def test_ivf_scan_equals_brute_force_over_the_probed_lists(compiled):
     for j in range(cb.m):
         lo, hi = cb.bounds[j], cb.bounds[j + 1]
         recon[:, lo:hi] += cb.pq[j, codes[:, j], : hi - lo]
-    q = rng.standard_normal((7, 12)).astype(np.float32)
+    q = rng.standard_normal((7, cb.dim)).astype(np.float32)
     probes = np.array([rng.permutation(cb.nlist)[:3] for _ in range(len(q))], np.int64)
     probes[0, 2] = -1  # fewer probes for one row
     probe_d = np.einsum("ipd,ipd->ip", q[:, None] - cb.coarse[np.maximum(probes, 0)],
@@ -70,16 +76,26 @@ def test_ivf_scan_equals_brute_force_over_the_probed_lists(compiled):
     best_d = np.full((len(q), k), np.inf, np.float32)
     best_r = np.full((len(q), k), -1, np.int64)
     fn = pq.ivf_scan if compiled else pq.ivf_scan.py_func
-    fn(pq.query_tables(q, cb.pq, cb.bounds), probes, probe_d, cb.cell_tables(), offsets, codes[order], list_rows,
-       dead, best_d, best_r)
+    sorted_codes = codes[order]
+    fn(pq.query_tables(q, cb.pq, cb.bounds), probes, probe_d, cb.cell_tables(), offsets, sorted_codes,
+       pq.code_words(sorted_codes), list_rows, dead, best_d, best_r, max_scan)
+    cut = 0
     for i in range(len(q)):
-        allowed = np.isin(cells, probes[i][probes[i] >= 0]) & ~dead
+        opened, scanned = [], 0
+        for c in probes[i][probes[i] >= 0]:
+            if max_scan and scanned >= max_scan:
+                cut += 1
+                break
+            opened.append(c)
+            scanned += offsets[c + 1] - offsets[c]
+        allowed = np.isin(cells, opened) & ~dead
         ref = np.sum((recon - q[i]) ** 2, axis=1)
         ref[~allowed] = np.inf
         want = np.argsort(ref, kind="stable")[:k]
         got = np.argsort(best_d[i], kind="stable")
         np.testing.assert_array_equal(best_r[i][got], want)
         np.testing.assert_allclose(best_d[i][got], ref[want], rtol=1e-4, atol=1e-4)
+    assert (cut > 0) == (max_scan > 0)  # the limit binds in this set-up
 
 
 def test_packing_round_trips():
