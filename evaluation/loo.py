@@ -74,7 +74,7 @@ def evaluate_loo(data: str, work: str, expand_values=(0, 1), conf=None, candidat
 
     from delf.extract import extract_to_h5
     from delf.extractor import make_extractor
-    from index import IndexConf, build_index
+    from index import IndexConf, build_index, index_info
 
     from .collection import collection_inputs
     from .roxford import conf_key
@@ -88,7 +88,9 @@ def evaluate_loo(data: str, work: str, expand_values=(0, 1), conf=None, candidat
     for path, problem in rep.failed:
         log(f"{path}: {problem}")
     index_dir = os.path.join(work, f"loo-{key}.idx")
-    if not os.path.isfile(os.path.join(index_dir, "manifest.json")):
+    # Reused only when it is of the default kind (one kept from before a change of default is rebuilt).
+    if not os.path.isfile(os.path.join(index_dir, "manifest.json")) \
+            or index_info(index_dir)["kind"] != IndexConf().kind:
         build_index(index_dir, [features], IndexConf(build_threads=1), overwrite=True)
     res = leave_one_out(features, index_dir, labels, expand_values, candidates, progress, log)
     return {"expand": res, "setup": {"data": os.path.abspath(data), "features": features, "index": index_dir,
