@@ -6,9 +6,7 @@ but much with those photos. So the results the engine is already sure of
 (confidence at or above the threshold) lend the query their features: each
 such photo's keypoints are mapped into the query's frame by the inverse of
 its verified model, and those that land inside the query photo (as many in
-all as the query has keypoints) search again, except those the query's own
-descriptors already reached (the photo's side of its putative
-correspondences): their neighbours are the query's, found in the first round. Their new candidates are
+all as the query has keypoints) search again. Their new candidates are
 verified against them, so every correspondence still lies in the query's
 frame. A query whose best result is below the threshold is never
 expanded, and neither is one whose best result is below it while a lower one
@@ -42,12 +40,11 @@ def expansion_sources(answer: Answer, top: int) -> list:
 def expanded_features(index, feats: Features, sources: list, budget: int | None = None) -> Features:
     """The expansion of a query: for each source result, its photo's keypoints
     that its verified model (query -> photo) maps back inside the query photo,
-    located there, less those at the photo's side of its putative
-    correspondences with the query (the query's descriptors reached them, so
-    the first round has their neighbours already). At most ``budget`` of them
-    (default: as many as the query has), shared equally by the sources in the
-    order the photo stores them (the extractor's, best first), so that the
-    second search costs at most what the first did."""
+    located there. At most ``budget`` of them (default: as many as the query
+    has), shared equally by the sources in the order the photo stores them
+    (the extractor's, best first), so that the second search costs about what
+    the first did. The query's own features are not repeated: they searched
+    already."""
     w, h = feats.image_size
     budget = len(feats) if budget is None else int(budget)
     share = budget // max(len(sources), 1)
@@ -63,8 +60,6 @@ def expanded_features(index, feats: Features, sources: list, budget: int | None 
             q = p[:, :2] / p[:, 2:3]
         inside = np.isfinite(q).all(axis=1) & (q[:, 0] >= 0) & (q[:, 0] <= w - 1) & (q[:, 1] >= 0) \
             & (q[:, 1] <= h - 1)
-        if r.db_xy is not None and len(r.db_xy):
-            inside &= ~_located_at(xy, r.db_xy)
         keep = np.flatnonzero(inside)[:share]
         locs.append(q[keep].astype(np.float32))
         descs.append(desc[keep])
@@ -73,15 +68,6 @@ def expanded_features(index, feats: Features, sources: list, budget: int | None 
     return Features(np.concatenate(locs) if locs else np.zeros((0, 2), np.float32),
                     np.concatenate(descs) if descs else np.zeros((0, dim), np.float32),
                     np.ones(n, np.float32), np.ones(n, np.float32), (w, h))
-
-
-def _located_at(xy: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Which rows of ``xy`` lie at one of ``points`` (to 1/1000 px: both are the
-    same stored keypoint locations)."""
-    def keys(a):
-        k = np.round(np.asarray(a, np.float64) * 1000).astype(np.int64)
-        return k[:, 0] * (1 << 31) + k[:, 1]
-    return np.isin(keys(xy), keys(points))
 
 
 def merge(first: Answer, second: Answer, sources: list) -> Answer:

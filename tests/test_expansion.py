@@ -70,15 +70,8 @@ def test_expanded_features_lie_inside_the_query_where_the_model_maps_them(lund):
     xy, desc = engine.index.photo_features(source.name)
     fwd = np.c_[extra, np.ones(len(extra))] @ np.asarray(source.verification.model).T
     fwd = fwd[:, :2] / fwd[:, 2:3]
-    dist = np.linalg.norm(fwd[:, None, :] - xy[None, :, :], axis=2)
-    assert dist.min(axis=1).max() < 1e-2
-    # None is one the query's descriptors already reached (the photo's side of its putative
-    # correspondences), though many of those lie inside the query too.
-    reached = np.linalg.norm(xy[dist.argmin(axis=1)][:, None, :] - source.db_xy[None, :, :], axis=2).min(axis=1)
-    assert reached.min() > 1e-2
-    back = np.c_[source.db_xy, np.ones(len(source.db_xy))] @ np.linalg.inv(np.asarray(source.verification.model)).T
-    back = back[:, :2] / back[:, 2:3]
-    assert np.sum((back[:, 0] >= 0) & (back[:, 0] <= w - 1) & (back[:, 1] >= 0) & (back[:, 1] <= h - 1)) > 20
+    dist = np.linalg.norm(fwd[:, None, :] - xy[None, :, :], axis=2).min(axis=1)
+    assert dist.max() < 1e-2
     assert np.allclose(np.linalg.norm(ef.descriptors, axis=1), 1.0, atol=1e-4)
     # Two sources share the budget.
     two = expanded_features(engine.index, feats, plain.results[:2], budget=100)
