@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -369,9 +370,11 @@ def _worst(best):
 
 def code_words(codes: np.ndarray) -> np.ndarray:
     """The codes (N, m) uint8 read eight at a time, (N, m / 8) uint64, when m is
-    a multiple of 8 (the scan then takes one load per eight codes); else an
+    a multiple of 8 (the scan then takes one load per eight codes) on a
+    little-endian machine (the scan takes byte j of a word as code j); else an
     empty array and the scan reads bytes."""
-    if codes.ndim == 2 and codes.shape[1] % 8 == 0 and codes.shape[1] and codes.flags.c_contiguous:
+    if codes.ndim == 2 and codes.shape[1] % 8 == 0 and codes.shape[1] and codes.flags.c_contiguous \
+            and sys.byteorder == "little":
         return codes.view(np.uint64)
     return np.zeros((0, 0), np.uint64)
 
