@@ -26,6 +26,7 @@ threshold) with places held out: no place is in both folds.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import math
 import os
@@ -36,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.labels import LabelledPhoto, labelled_photos
-from verify.confidence import FEATURES, FEATURES_V1, Calibration, feature_matrix, fit_logistic
+from verify.confidence import (FEATURES, FEATURES_V1, SUPPORT_MIN_INLIERS, Calibration, feature_matrix, fit_logistic,
+                               graph_context)
 
 NEUTRAL = Calibration(coef=(1.0,) + (0.0,) * (len(FEATURES) - 1), intercept=0.0, mean=(0.0,) * len(FEATURES),
                       scale=(1.0,) * len(FEATURES), min_inliers=0)
@@ -53,11 +55,16 @@ MAX_FALSE_ACCEPT_RATE = 0.01
 # (chosen by cross-validation over places on the non-Oxford photos: docs/results.md#calibration).
 USE = ("log_inliers", "spread", "log_margin", "log_support", "distortion")
 USE_V1 = ("log_inliers", "spread")
-# The model `delf calibrate` fits unless told otherwise: version 1 (the shipped default; version 2 accepted
-# 5 of 202 photos of other places on Oxford, docs/results.md#confidence-version-2).
+# Version 3 reads the margin and support from the database's match graph; its fit on the ~500 decisive
+# results is regularised less than the others (chosen by cross-validation over places, docs/results.md).
+USE_V3 = ("log_inliers", "spread", "log_margin", "log_support")
+L2_V3 = 1e-3
+# The model `delf calibrate` fits unless told otherwise: version 1 (the shipped default). Versions 2 and 3
+# met the cross-validated targets on the non-Oxford photos but accepted photos of other places on Oxford
+# (5 and 3 of 202; docs/results.md#confidence-version-3).
 DEFAULT_VERSION = 1
 CV_FOLDS = 5
-EXAMPLES_VERSION = 2
+EXAMPLES_VERSION = 3
 
 
 def shared_data_photos(data: str) -> list[LabelledPhoto]:
@@ -100,6 +107,10 @@ class CalibrationData:
     best: np.ndarray | None = None  # (N,) bool: the example is its answer's best result
     null_best: np.ndarray | None = None
     query_labels: np.ndarray | None = None  # (n_queries,) the place of each query row (cross-validation)
+    # The photo of each example and each query row, for the match graph of version 3 (None: not recorded).
+    names: np.ndarray | None = None
+    null_names: np.ndarray | None = None
+    query_names: np.ndarray | None = None
 
     def __post_init__(self):
         if self.best is None:  # every example decides its own answer (hand-made examples)
@@ -123,7 +134,10 @@ class CalibrationData:
                  null_query=self.null_query if self.null_query is not None else np.zeros(0),
                  null_queries=self.null_queries, best=self.best,
                  null_best=self.null_best if self.null_best is not None else np.zeros(0, bool),
-                 query_labels=np.asarray(self.query_labels if self.query_labels is not None else [], str),
+                  query_labels=np.asarray(self.query_labels if self.query_labels is not None else [], str),
+                 names=np.asarray(self.names if self.names is not None else [], str),
+                 null_names=np.asarray(self.null_names if self.null_names is not None else [], str),
+                 query_names=np.asarray(self.query_names if self.query_names is not None else [], str),
                  version=EXAMPLES_VERSION)
         atomic_write_bytes(path, buf.getvalue())
 
@@ -133,10 +147,11 @@ class CalibrationData:
             if "version" not in z.files or int(z["version"]) != EXAMPLES_VERSION:
                 raise ValueError(f"{path}: calibration examples of an older version; run `delf calibrate` again")
             labels = z["query_labels"]
+            opt = {k: (z[k] if len(z[k]) else None) for k in ("names", "null_names", "query_names")}
             return cls(z["x"], z["y"], z["inliers"], z["query"], int(z["n_queries"]), null_x=z["null_x"],
                        null_inliers=z["null_inliers"], null_query=z["null_query"],
                        null_queries=int(z["null_queries"]), best=z["best"].astype(bool),
-                       null_best=z["null_best"].astype(bool), query_labels=labels if len(labels) else None)
+                       null_best=z["null_best"].astype(bool), query_labels=labels if len(labels) else None, **opt)
 
 
 def collect(photos: list[LabelledPhoto], features_path: str, work: str, settings, progress: bool = True,
@@ -171,6 +186,7 @@ def collect(photos: list[LabelledPhoto], features_path: str, work: str, settings
     log(f"indexing {len(feats)} photos in {idx_dir}")
     build_index_from_features(idx_dir, feats.items(), conf, IndexConf(), overwrite=True)
     ex = {"loo": ([], [], [], [], []), "null": ([], [], [], [], [])}  # features, labels, inliers, query rows, best
+    cand_names = {"loo": [], "null": []}
     n_null = 0
     with Index(idx_dir) as index:
         for qi, p in enumerate(tqdm(photos, desc="calibrate", unit="query", disable=None if progress else True)):
@@ -190,6 +206,7 @@ def collect(photos: list[LabelledPhoto], features_path: str, work: str, settings
                 inl.append(np.array([r.unique_inliers for r in rs]))
                 qs.append(np.full(len(rs), qi))
                 bs.append(np.arange(len(rs)) == 0)
+                cand_names[kind] += [r.name for r in rs]
     shutil.rmtree(idx_dir, ignore_errors=True)
     cat = (lambda a, w: np.concatenate(a) if a else np.zeros((0, w)) if w else np.zeros(0))
     xs, ys, inl, qs, bs = ex["loo"]
@@ -199,7 +216,9 @@ def collect(photos: list[LabelledPhoto], features_path: str, work: str, settings
     data = CalibrationData(cat(xs, len(FEATURES)), cat(ys, 0), cat(inl, 0), cat(qs, 0), len(photos),
                            cat(nx, len(FEATURES)), cat(ninl, 0), cat(nq, 0), n_null,
                            best=cat(bs, 0).astype(bool), null_best=cat(nbs, 0).astype(bool),
-                           query_labels=np.array([p.label for p in photos], str))
+                           query_labels=np.array([p.label for p in photos], str),
+                           names=np.array(cand_names["loo"], str), null_names=np.array(cand_names["null"], str),
+                           query_names=np.array([p.name for p in photos], str))
     # The examples, to refit without querying again (CalibrationData.load).
     data.save(os.path.join(work, "calibration-examples.npz"))
     return data
@@ -212,9 +231,47 @@ def result_features(results) -> np.ndarray:
                           [r.other_place for r in rs], [r.same_place for r in rs], [r.distortion for r in rs])
 
 
-def fit(data: CalibrationData, min_inliers: int = 5, l2: float = 1e-2, fitted_on: dict | None = None,
+def with_graph_context(data: CalibrationData, pair: Calibration,
+                       support_min: int = SUPPORT_MIN_INLIERS) -> CalibrationData:
+    """The examples with their margin and support read from the match graph
+    (``verify.confidence.graph_context``), as a version 3 calibration with
+    pair model ``pair`` scores them. The graph is the one the product builds:
+    every photo's first search (itself left out) gives its rows, and a row is
+    a link when ``pair`` calls it a match. A search's candidates never include
+    the photos it left out, so the same graph serves both kinds of search."""
+    if data.names is None or data.query_names is None or (data.has_null and data.null_names is None):
+        raise ValueError("these calibration examples do not name their photos; run `delf calibrate` again")
+    put = np.rint(np.expm1(data.x[:, FEATURES.index("log_putative")]))
+    conf = pair.confidence(data.inliers, put, data.x[:, FEATURES.index("spread")]) if len(data.x) else np.zeros(0)
+    links: dict = {}
+    for i in np.flatnonzero(conf >= pair.threshold):
+        a, b = str(data.query_names[int(data.query[i])]), str(data.names[i])
+        links.setdefault(a, set()).add(b)
+        links.setdefault(b, set()).add(a)
+
+    def redo(x, inliers, query, names):
+        x = x.copy()
+        for q in np.unique(query):
+            rows = np.flatnonzero(query == q)
+            nm = [str(n) for n in names[rows]]
+            same = np.array([[m in links.get(n, ()) for m in nm] for n in nm], bool).reshape(len(nm), len(nm))
+            other, sup = graph_context(inliers[rows], same, support_min)
+            x[rows, FEATURES.index("log_margin")] = np.log1p(inliers[rows]) - np.log1p(other)
+            x[rows, FEATURES.index("log_support")] = np.log1p(sup)
+        return x
+
+    import dataclasses
+
+    out = dataclasses.replace(data, x=redo(data.x, data.inliers, data.query, data.names))
+    if data.has_null and len(data.null_x):
+        out.null_x = redo(data.null_x, data.null_inliers, data.null_query, data.null_names)
+    return out
+
+
+def fit(data: CalibrationData, min_inliers: int = 5, l2: float | None = None, fitted_on: dict | None = None,
         threshold: float | None = None, max_false_accept_rate: float = MAX_FALSE_ACCEPT_RATE,
-        use=None, version: int = DEFAULT_VERSION) -> tuple[Calibration, dict]:
+        use=None, version: int = DEFAULT_VERSION, pair: Calibration | None = None,
+        support_min: int = SUPPORT_MIN_INLIERS) -> tuple[Calibration, dict]:
     """Fit the logistic confidence and choose the default threshold: the
     lowest one (at least THRESHOLD_FLOOR, on a 0.01 grid) at which no more
     than ``max_false_accept_rate`` of the not-a-match searches (each query
@@ -223,9 +280,21 @@ def fit(data: CalibrationData, min_inliers: int = 5, l2: float = 1e-2, fitted_on
     search with at least ``min_inliers`` (unique) inliers (``decisive``) over
     ``use`` (default USE); version 1, as before, on every candidate of the
     first searches with that many, over log_inliers and spread (floor 0.5).
-    Returns the calibration and a report."""
-    if version not in (1, 2):
-        raise ValueError(f"calibration version must be 1 or 2, got {version!r}")
+    Version 3 fits version 1 as its pair model (or takes ``pair``: the
+    examples then already carry that model's graph context, as
+    ``cross_validate`` prepares them), reads the margin and support from the
+    match graph (``with_graph_context``) and fits the best results over
+    USE_V3. Returns the calibration and a report."""
+    if version not in (1, 2, 3):
+        raise ValueError(f"calibration version must be 1, 2 or 3, got {version!r}")
+    if version == 3:
+        if pair is None:
+            pair, _ = fit(data, min_inliers=min_inliers, fitted_on=fitted_on,
+                          max_false_accept_rate=max_false_accept_rate, version=1)
+            data = with_graph_context(data, pair, support_min)
+        use = use or USE_V3
+        l2 = L2_V3 if l2 is None else l2
+    l2 = 1e-2 if l2 is None else l2
     if version == 1:
         k = data.inliers >= min_inliers
         x, y = data.x[k], data.y[k]
@@ -246,7 +315,8 @@ def fit(data: CalibrationData, min_inliers: int = 5, l2: float = 1e-2, fitted_on
         n = len(FEATURES_V1)
         coef, mean, scale, features = coef[:n], mean[:n], scale[:n], FEATURES_V1
     cal = Calibration(tuple(coef), intercept, tuple(mean), tuple(scale), threshold=0.5, min_inliers=min_inliers,
-                      features=features, fitted_on=dict(fitted_on or {}))
+                      features=features, fitted_on=dict(fitted_on or {}), pair=pair if version == 3 else None,
+                      support_min=support_min)
     keep = data.inliers >= min_inliers
     p_all = np.where(keep, _probs(cal, data.x), 0.0) if len(data.x) else np.zeros(0)
     p_all = capped(cal, p_all, data.query, data.best, data.n_queries)
@@ -267,8 +337,7 @@ def fit(data: CalibrationData, min_inliers: int = 5, l2: float = 1e-2, fitted_on
         bar = worst[allowed] if allowed < len(worst) else 0.0
         threshold = max(floor, math.floor(bar / THRESHOLD_STEP + 1e-9) * THRESHOLD_STEP + THRESHOLD_STEP)
         threshold = min(threshold, 0.995)
-    cal = Calibration(cal.coef, cal.intercept, cal.mean, cal.scale, threshold=float(round(threshold, 4)),
-                      min_inliers=min_inliers, features=cal.features, fitted_on=cal.fitted_on)
+    cal = dataclasses.replace(cal, threshold=float(round(threshold, 4)))
     report = report_on(cal, data)
     report["max_negative_confidence"] = round(neg_max, 4)
     report["max_false_accept_rate"] = max_false_accept_rate
@@ -297,9 +366,11 @@ def subset(data: CalibrationData, queries) -> CalibrationData:
     if data.has_null:
         kn = q[data.null_query.astype(np.int64)]
         null = dict(null_x=data.null_x[kn], null_inliers=data.null_inliers[kn], null_query=data.null_query[kn],
-                    null_best=data.null_best[kn], null_queries=int(min(q.sum(), data.null_queries)))
+                    null_best=data.null_best[kn], null_queries=int(min(q.sum(), data.null_queries)),
+                    null_names=data.null_names[kn] if data.null_names is not None else None)
     return CalibrationData(data.x[k], data.y[k], data.inliers[k], data.query[k], data.n_queries, best=data.best[k],
-                           query_labels=data.query_labels, **null)
+                           query_labels=data.query_labels, names=data.names[k] if data.names is not None else None,
+                           query_names=data.query_names, **null)
 
 
 def place_folds(labels, k: int = CV_FOLDS, seed: int = 0) -> list[np.ndarray]:
@@ -330,10 +401,20 @@ def cross_validate(data: CalibrationData, k: int = CV_FOLDS, seed: int = 0, **fi
         raise ValueError("cross-validation needs the place of each query (examples from `delf calibrate`)")
     fa = nq = acc = right = 0
     thresholds = []
+    version = fit_kwargs.get("version", DEFAULT_VERSION)
     for test in place_folds(data.query_labels, k, seed):
         train = np.setdiff1d(np.arange(data.n_queries), test)
-        cal, _ = fit(subset(data, train), **fit_kwargs)
-        rep = report_on(cal, subset(data, test))
+        fold = data
+        if version == 3:
+            # The pair model is fitted on the training places; the graph is the whole database's (every
+            # photo searched it when indexed), its links decided by that pair model.
+            kw = {key: v for key, v in fit_kwargs.items() if key in ("min_inliers", "max_false_accept_rate")}
+            pair, _ = fit(subset(data, train), version=1, **kw)
+            fold = with_graph_context(data, pair, fit_kwargs.get("support_min", SUPPORT_MIN_INLIERS))
+            cal, _ = fit(subset(fold, train), pair=pair, **fit_kwargs)
+        else:
+            cal, _ = fit(subset(fold, train), **fit_kwargs)
+        rep = report_on(cal, subset(fold, test))
         thresholds.append(cal.threshold)
         fa += rep.get("not_a_match_queries_accepting", 0)
         nq += rep.get("not_a_match_queries", 0)
@@ -446,8 +527,8 @@ def calibrate(photos: list, out: str, work: str, extractor_conf=None, candidates
     data = collect(photos, feats, work, settings, progress=progress)
     fitted_on = {"photos": len(photos), "labels": len({p.label for p in photos}), "sources": list(sources),
                  "candidates": candidates, "command": command}
-    if version not in (1, 2):
-        raise ValueError(f"calibration version must be 1 or 2, got {version!r}")
+    if version not in (1, 2, 3):
+        raise ValueError(f"calibration version must be 1, 2 or 3, got {version!r}")
     cal, rep = fit(data, min_inliers=min_inliers, fitted_on=fitted_on, threshold=threshold,
                    max_false_accept_rate=max_false_accept_rate, version=version)
     if data.query_labels is not None and len(set(data.query_labels)) >= CV_FOLDS and threshold is None:
@@ -458,4 +539,4 @@ def calibrate(photos: list, out: str, work: str, extractor_conf=None, candidates
 
 
 __all__ = ["CalibrationData", "calibrate", "LabelledPhoto", "collect", "cross_validate", "decisive", "fit",
-           "place_folds", "report_on", "result_features", "shared_data_photos", "subset"]
+           "place_folds", "report_on", "result_features", "shared_data_photos", "subset", "with_graph_context"]

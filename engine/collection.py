@@ -524,8 +524,13 @@ def run_collection(inputs, out: str, conf: CollectionConf | None = None, extract
         sweep_tmp(folder)  # what a killed run's atomic writes left
     rep = CollectionReport(out=out)
     sec = rep.seconds
+    # Edges are photo pairs: a calibration that reads the match graph (version 3) lends its pair model,
+    # since the collection's own graph is what is being built.
+    from verify.confidence import Calibration
+
+    cal = (calibration or Calibration.load()).pair_model
     settings = SearchSettings(search=search_conf, rerank=RerankConf(verify_top=conf.verify_top),
-                              calibration=calibration, threshold=conf.threshold).resolved()
+                              calibration=cal, threshold=conf.threshold).resolved()
     rep.threshold = threshold = float(settings.threshold)
 
     # 1. list and hash (exact duplicates: same bytes)

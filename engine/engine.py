@@ -98,11 +98,14 @@ class Engine:
 
     @classmethod
     def build(cls, index_dir, photos, extractor=None, overwrite: bool = False, index_conf: IndexConf | None = None,
-              **kwargs) -> "Engine":
+              graph: bool | None = None, **kwargs) -> "Engine":
         """Extract ``photos`` (photo files, folders, .txt lists, or features
         .h5 files from `delf extract`) and index them at ``index_dir``; returns
         the Engine over the new index. ``extractor``: an Extractor or an
-        ExtractorConf (default: the default conf)."""
+        ExtractorConf (default: the default conf). ``graph``: also build the
+        database's match graph (every photo searches the index once; a
+        version 3 confidence reads which photos are one place from it,
+        engine.graph); None: when the calibration reads it."""
         from index import build_index, build_index_from_features
 
         photos = [photos] if isinstance(photos, (str, os.PathLike)) else list(photos)
@@ -112,7 +115,10 @@ class Engine:
         if all(os.fspath(p).lower().endswith(FEATURE_SUFFIXES) for p in photos if not isinstance(p, tuple)) \
                 and not any(isinstance(p, tuple) for p in photos):
             build_index(index_dir, photos, index_conf, overwrite=overwrite)
-            return cls(index_dir, **kwargs)
+            engine = cls(index_dir, **kwargs)
+            if engine._wants_graph(graph):
+                engine._graph_from_files(photos, rebuild=True)
+            return engine
         ex = _as_extractor(extractor)
         items, failed = _extract_all(ex, photos)
         if not items:
@@ -120,7 +126,30 @@ class Engine:
         build_index_from_features(index_dir, items, ex.resolved_conf(), index_conf, overwrite=overwrite)
         engine = cls(index_dir, extractor=ex, **kwargs)
         engine.failed = failed
+        if engine._wants_graph(graph):
+            engine._graph(items, rebuild=True)
         return engine
+
+    # ------------------------------------------------------------ match graph
+
+    def _wants_graph(self, graph: bool | None, keep_current: bool = False) -> bool:
+        from .graph import graph_path
+
+        if graph is not None:
+            return bool(graph)
+        return self.settings.calibration.uses_graph or (keep_current and os.path.isfile(graph_path(self.index_dir)))
+
+    def _graph(self, items, rebuild: bool = False) -> None:
+        from .graph import update_graph
+
+        self.index.refresh()
+        update_graph(self.index, items, self.settings, rebuild=rebuild)
+
+    def _graph_from_files(self, feature_files, names=None, rebuild: bool = False) -> None:
+        from .graph import update_graph_from_features
+
+        self.index.refresh()
+        update_graph_from_features(self.index_dir, feature_files, names, self.settings, rebuild=rebuild)
 
     # ------------------------------------------------------------ searching
 
@@ -212,11 +241,13 @@ class Engine:
         """Names of the photos in the index."""
         return self.index.photos()
 
-    def add(self, photos) -> list[str]:
+    def add(self, photos, graph: bool | None = None) -> list[str]:
         """Extract ``photos`` (files, folders, .txt lists, (path, name) pairs;
         or features .h5 files; or (name, Features) pairs extracted with this
         engine's extractor) and add them to the index as one new segment,
-        atomically: readers see all of them or none. Returns the names added."""
+        atomically: readers see all of them or none; then (``graph``; None:
+        when the index has a match graph or the calibration reads one) the new
+        photos search the index for the match graph. Returns the names added."""
         from delf.features import Features
         from index import add_features_to_index, add_to_index
 
@@ -238,7 +269,13 @@ class Engine:
         if items:
             add_features_to_index(self.index_dir, items, self.extractor.resolved_conf())
         self.index.refresh()
-        return sorted(set(self.index.photos()) - before)
+        added = sorted(set(self.index.photos()) - before)
+        if added and self._wants_graph(graph, keep_current=True):
+            if h5:
+                self._graph_from_files(h5, names=added)
+            if items:
+                self._graph([(n, f) for n, f in items if n in set(added)])
+        return added
 
     def remove(self, names) -> list[str]:
         """Remove photos by name (searches skip them at once; `delf index

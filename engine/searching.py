@@ -62,12 +62,16 @@ def search_query(index, feats, name: str = "", settings: SearchSettings | None =
     if not (np.isfinite(feats.descriptors).all() and np.isfinite(feats.locations).all()):
         raise ValueError(f"{name or 'query'}: its features hold NaN or infinite values; re-extract the photo")
 
+    from .graph import graph_for
+
+    graph = graph_for(index, s.calibration)  # a version 3 calibration reads "same place" from it
+
     def once(f, qconf, also_exclude=()):
         t0 = time.perf_counter()
         cands = index.search(f, s.search, query_conf=qconf, exclude=list(exclude) + list(also_exclude))
         search_ms = (time.perf_counter() - t0) * 1000
         ans = rerank(cands, query_size=tuple(f.image_size), conf=s.rerank, calibration=s.calibration,
-                     threshold=s.threshold, query=name)
+                     threshold=s.threshold, query=name, graph=graph)
         ans.search_ms = search_ms
         return ans
 

@@ -79,7 +79,9 @@ def evaluate_reject(data: str, work: str, conf=None, verify_top: int = 100, thre
     os.makedirs(work, exist_ok=True)
     extractor = make_extractor(conf)
     feats_path = database_features(jpg, gnd["database"], work, extractor, db_features, progress, log)
-    idx_path = database_index(feats_path, work, log)
+    from verify.confidence import Calibration
+
+    idx_path = database_index(feats_path, work, log, graph=(calibration or Calibration.load()).uses_graph)
     items = not_a_match_photos(data)
     qpath = os.path.join(work, f"not-a-match-{conf_key(extractor.resolved_conf())}.h5")
     log(f"not-a-match query features: {qpath}")

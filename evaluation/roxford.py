@@ -66,9 +66,10 @@ def database_features(jpg: str, names: list, work: str, extractor, db_features: 
     return path
 
 
-def database_index(features: str, work: str, log=_log_default, kind: str = "pq") -> str:
+def database_index(features: str, work: str, log=_log_default, kind: str = "pq", graph: bool = False) -> str:
     """An index of ``features`` in the work folder (built once, reused while the features file is unchanged),
-    of the given kind (``IndexConf.kind``)."""
+    of the given kind (``IndexConf.kind``); ``graph``: with its match graph (engine.graph), for a
+    calibration that reads one."""
     from delf.featio import FeatureFile
     from index import IndexConf, build_index, index_info
 
@@ -80,19 +81,37 @@ def database_index(features: str, work: str, log=_log_default, kind: str = "pq")
             spec["kind"] = kind
         key = conf_key(spec)
     idx = os.path.join(work, f"index-{key}")
+    built = False
     if os.path.isfile(os.path.join(idx, "manifest.json")):
         try:
             index_info(idx)
-            return idx
+            built = True
         except (OSError, ValueError):
             pass
-    log(f"building the index {idx} (once per database features file)")
-    t0 = time.perf_counter()
-    # One build thread: Annoy's multi-threaded builds differ from run to run, and with a handful of
-    # queries one photo's rank moves Hard mAP by many points; an evaluation must be reproducible.
-    build_index(idx, [features], IndexConf(kind=kind, build_threads=1), overwrite=True)
-    log(f"index built in {time.perf_counter() - t0:.0f} s")
+    if not built:
+        log(f"building the index {idx} (once per database features file)")
+        t0 = time.perf_counter()
+        # One build thread: Annoy's multi-threaded builds differ from run to run, and with a handful of
+        # queries one photo's rank moves Hard mAP by many points; an evaluation must be reproducible.
+        build_index(idx, [features], IndexConf(kind=kind, build_threads=1), overwrite=True)
+        log(f"index built in {time.perf_counter() - t0:.0f} s")
+    if graph:
+        database_graph(idx, features, log)
     return idx
+
+
+def database_graph(idx: str, features: str, log=_log_default) -> None:
+    """The index's match graph (engine.graph), completed for the photos that have not searched it yet."""
+    from engine.graph import missing, update_graph_from_features
+    from index import Index
+
+    with Index(idx) as index:
+        todo = missing(idx, index.photos())
+    if todo:
+        log(f"match graph: {len(todo)} database photos search the index (once per index)")
+        t0 = time.perf_counter()
+        update_graph_from_features(idx, [features], todo)
+        log(f"match graph built in {time.perf_counter() - t0:.0f} s")
 
 
 def crop_query(path: str, bbx) -> np.ndarray:
@@ -166,6 +185,7 @@ def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, ski
     in the same run, on the same query features (results under "compare")."""
     from delf.extractor import make_extractor
     from engine import EngineConf
+    from verify.confidence import Calibration
 
     expand = EngineConf.expand if expand is None else int(expand)
     gnd, jpg, qdir = oxford_layout(data)
@@ -183,7 +203,7 @@ def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, ski
     out = None
     compare = {}
     for kind in (index_kind, *[k for k in compare_kinds if k != index_kind]):
-        idx_path = database_index(feats_path, work, log, kind)
+        idx_path = database_index(feats_path, work, log, kind, graph=Calibration.load().uses_graph)
         res = _evaluate_index(idx_path, gnd, query_feats, extractor, verify_top, skimage_queries, threshold,
                               expand, log)
         res["timing_ms"]["extract_query"] = _mean(t_extract)
@@ -280,4 +300,5 @@ def _mean(v) -> float | None:
     return round(float(np.mean(v)), 3) if len(v) else None
 
 
-__all__ = ["conf_key", "crop_query", "database_features", "database_index", "evaluate_roxford", "oxford_layout"]
+__all__ = ["conf_key", "crop_query", "database_features", "database_graph", "database_index", "evaluate_roxford",
+           "oxford_layout"]

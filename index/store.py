@@ -115,6 +115,8 @@ def new_manifest(dim: int, extractor_conf: dict, index_conf: dict) -> dict:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        # Which build this is: files kept beside the index (the match graph) tell a rebuilt index by it.
+        "id": secrets.token_hex(8),
         "generation": 0,
         "dim": int(dim),
         "extractor_conf": extractor_conf,

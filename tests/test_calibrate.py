@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import need_data
 from engine.calibration import (THRESHOLD_FLOOR, CalibrationData, LabelledPhoto, collect, cross_validate, fit,
-                                null_confidences, place_folds)
+                                null_confidences, place_folds, with_graph_context)
 from verify.confidence import feature_matrix
 
 
@@ -60,6 +60,39 @@ def test_collect_searches_each_photo_with_and_without_its_place(collected):
     assert back.null_queries == data.null_queries
     assert np.array_equal(back.null_x, data.null_x) and np.array_equal(back.x, data.x)
     assert np.array_equal(back.best, data.best) and list(back.query_labels) == label
+
+
+def test_version_3_reads_margin_and_support_from_the_graph_of_the_first_searches(collected):
+    """The graph is what the product builds (each photo's first search, links where the pair model says
+    match): the Lund photos link to each other and to nothing else, so a Lund query's best result is
+    supported by a second Lund photo and its margin is taken over the UKBench photos only."""
+    from verify.confidence import FEATURES, Calibration
+
+    photos, data, work = collected
+    pair = Calibration.load()  # the shipped version 1 model
+    ctx = with_graph_context(data, pair)
+    back = CalibrationData.load(str(work / "calibration-examples.npz"))
+    assert list(back.names) == list(data.names) and list(back.query_names) == [p.name for p in photos]
+    m, s = FEATURES.index("log_margin"), FEATURES.index("log_support")
+    label = {p.name: p.label for p in photos}
+    checked = 0
+    for q in range(4):  # the Lund queries
+        rows = np.flatnonzero(data.query == q)
+        names = list(data.names[rows])
+        lund = [i for i, n in zip(rows, names) if label[n] == "lund"]
+        other = [i for i, n in zip(rows, names) if label[n] != "lund"]
+        best = rows[0]
+        assert label[data.names[best]] == "lund"
+        strong_second = [i for i in lund[1:] if data.inliers[i] >= 20]
+        if strong_second:
+            assert ctx.x[best, s] == pytest.approx(np.log1p(max(data.inliers[i] for i in strong_second)))
+            checked += 1
+        want = np.log1p(data.inliers[best]) - np.log1p(max([data.inliers[i] for i in other], default=0))
+        assert ctx.x[best, m] == pytest.approx(want)
+        assert ctx.x[best, m] >= data.x[best, m]  # other Lund photos no longer narrow the margin
+    assert checked >= 2
+    # The not-a-match searches keep their photos: no Lund photo, so nothing links to a Lund query's results.
+    assert np.array_equal(ctx.null_x[:, :4], data.null_x[:, :4])
 
 
 def test_threshold_is_set_on_the_not_a_match_searches(collected):

@@ -48,7 +48,8 @@ def test_a_version_1_file_still_loads_and_scores_as_it_did(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"version": 3}, "refit with `delf calibrate`"),
+    ({"version": 4}, "refit with `delf calibrate`"),
+    ({"version": 3}, "pair model"),  # a version 3 file carries its pair model
     ({"version": 2}, "refit with `delf calibrate`"),  # version 2 lists seven features, not four
     ({"features": ["log_inliers", "spread"]}, "refit with `delf calibrate`"),
     ({"format": "something"}, "not a confidence calibration"),

@@ -36,11 +36,12 @@ def register(sub) -> None:
     p.add_argument("--max-false-accept-rate", type=float, default=0.01,
                    help="fraction of those not-a-match searches allowed to accept a photo at the default "
                         "threshold (default: %(default)s)")
-    p.add_argument("--model-version", type=int, choices=(1, 2), default=1,
-                   help="1: unique inliers and spread, fitted on every candidate (the shipped default); 2: also "
-                        "the result's context in its answer (margin over the strongest other place, support of a "
-                        "second photo of the same place, model distortion), fitted on each search's best result "
-                        "(default: %(default)s)")
+    p.add_argument("--model-version", type=int, choices=(1, 2, 3), default=1,
+                   help="1: unique inliers and spread, fitted on every candidate (the shipped default); "
+                        "3: also the result's margin over the strongest other place and the support of a second "
+                        "photo of its place, 'same place' read from the database's match graph (index it with "
+                        "`delf index build --graph`); 2: as 3 with 'same place' read from shared query keypoints, "
+                        "plus model distortion (default: %(default)s)")
     p.add_argument("--report", help="also write the fit's report (counts, reliability table, cross-validation "
                                     "over places) as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

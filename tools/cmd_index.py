@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def register(sub) -> None:
     from index.writer import IndexConf
@@ -41,12 +43,17 @@ def register(sub) -> None:
     q.add_argument("index", metavar="INDEX", help="index directory")
     q.add_argument("features", metavar="FEATURES.h5", nargs="+", help="features files from `delf extract`")
     q.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
+    q.add_argument("--graph", action="store_true",
+                   help="also build the match graph: every photo searches the index once (a version 3 "
+                        "confidence reads which photos are one place from it)")
     writer_opts(q, build=True)
     q.set_defaults(func=run_build)
 
     q = isub.add_parser("add", help="add the photos of a features file as a new segment")
     q.add_argument("index", metavar="INDEX")
     q.add_argument("features", metavar="FEATURES.h5")
+    q.add_argument("--no-graph", action="store_true", help="do not search the index with the new photos for its "
+                                                            "match graph (when it has one)")
     q.add_argument("--skip-existing", action="store_true",
                    help="add only the photos not in the index yet (default: refuse duplicates)")
     writer_opts(q)
@@ -121,13 +128,32 @@ def run_build(args) -> int:
                        _conf(args, kind=args.kind, shards=args.shards, nlist=args.nlist, pq_m=args.pq_m,
                              n_trees=args.trees, seed=args.seed), overwrite=args.overwrite)
     print(format_info(info))
+    if args.graph:
+        _graph(args.index, args.features, None, rebuild=True)
     return 0
+
+
+def _graph(index, features, names, rebuild: bool = False) -> None:
+    from engine.graph import update_graph_from_features
+
+    g = update_graph_from_features(index, features, names, rebuild=rebuild, progress=True)
+    print(f"match graph  {len(g.searched)} photos searched, {len(g)} verified pairs")
 
 
 def run_add(args) -> int:
     from index import add_to_index
 
+    from engine.graph import graph_path
+    from index import Index
+
+    with Index(args.index) as index:
+        before = set(index.photos())
     print(format_info(add_to_index(args.index, args.features, _conf(args), skip_existing=args.skip_existing)))
+    if not args.no_graph and os.path.isfile(graph_path(args.index)):
+        with Index(args.index) as index:
+            added = set(index.photos()) - before
+        if added:
+            _graph(args.index, [args.features], added)
     return 0
 
 

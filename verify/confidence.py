@@ -22,6 +22,15 @@ says about a candidate and about the candidates beside it in the same answer:
                 (0: no shear or anisotropic stretch); a larger value is less
                 plausible, so its coefficient is held <= 0
 
+Version 3 (shipped beside the default, not the default) reads "same place" from the database itself: two
+photos are one place when the database's match graph links them (each
+database photo searched the index when it was added; an edge is a pair whose
+confidence under the embedded pair model reaches the pair model's threshold).
+Shared query keypoints (version 2) also joined look-alike facades of different
+buildings; a graph edge needs the two database photos to verify against each
+other. The pair model (version 1's features) also scores photo pairs verified
+alone (``delf match``) and the edges of ``delf collection``.
+
 fitted on labelled photos that never include Oxford (``delf calibrate``),
 with coefficients constrained so that the confidence never falls when the
 evidence grows. Version 1 files (the first four features only, fitted on
@@ -46,7 +55,11 @@ NONNEGATIVE = ("log_inliers", "spread", "inlier_ratio", "log_margin", "log_suppo
 # ... and those whose coefficient must not be positive (a less plausible model never raises it).
 NONPOSITIVE = ("distortion",)
 FORMAT = "delf-confidence"
-VERSION = 2
+VERSION = 3
+VERSIONS = (1, 2, 3)
+# Version 3: a second photo of the same place lends support only with at least this many unique inliers
+# (chosen with cross-validation over places on non-Oxford photos, docs/results.md#confidence-version-3).
+SUPPORT_MIN_INLIERS = 20
 # Two candidates whose inliers share at least this many query keypoints, and at
 # least this fraction of the smaller inlier set, show one place (``context``).
 SAME_PLACE_SHARED = 3
@@ -59,6 +72,13 @@ SAME_PLACE_MIN_INLIERS = 10
 
 def default_path() -> str:
     return os.path.join(os.path.dirname(__file__), "data", "confidence.json")
+
+
+def graph_model_path() -> str:
+    """The version 3 model fitted on the non-Oxford photos (``delf calibrate --model-version 3``), shipped
+    beside the default but not the default: on Oxford it accepted 3 of the 202 photos of other places
+    (docs/results.md#confidence-version-3)."""
+    return os.path.join(os.path.dirname(__file__), "data", "confidence-v3.json")
 
 
 def context_path() -> str:
@@ -104,6 +124,26 @@ def distortion(model) -> float:
     if not np.isfinite(s).all() or s[1] <= 1e-12:
         return 10.0
     return float(min(np.log(s[0] / s[1]), 10.0))
+
+
+def graph_context(inliers, same, support_min: int = SUPPORT_MIN_INLIERS) -> tuple[np.ndarray, np.ndarray]:
+    """(other_place, same_place) for N candidates of one answer when the
+    database says which photos are one place: ``same`` is an (N, N) bool
+    matrix (True: the two photos are linked in the database's match graph).
+    other_place: the unique inliers of the strongest other candidate not
+    linked to this one; same_place: of the strongest linked one with at least
+    ``support_min`` unique inliers (0 when there is none)."""
+    u = np.asarray(inliers, np.float64).reshape(-1)
+    n = len(u)
+    same = np.asarray(same, bool)
+    if same.shape != (n, n):
+        raise ValueError(f"need an ({n}, {n}) same-place matrix, got {same.shape}")
+    others = ~np.eye(n, dtype=bool)
+    linked = others & (same | same.T)
+    un = np.broadcast_to(u, (n, n))
+    other_place = np.where(others & ~linked, un, 0.0).max(axis=1, initial=0.0)
+    same_place = np.where(linked & (un >= support_min), un, 0.0).max(axis=1, initial=0.0)
+    return other_place, same_place
 
 
 def context(inliers, query_points, min_inliers: int = SAME_PLACE_MIN_INLIERS) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +206,10 @@ class Calibration:
     min_inliers: int = 5
     features: tuple = FEATURES
     fitted_on: dict = field(default_factory=dict, compare=False)
+    # Version 3: the pair model (a version 1 calibration) whose matches are the database's match-graph
+    # edges, and the support floor of ``graph_context``. None: version 1 or 2.
+    pair: "Calibration | None" = None
+    support_min: int = SUPPORT_MIN_INLIERS
 
     def __post_init__(self):
         n = len(self.features)
@@ -184,10 +228,29 @@ class Calibration:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold!r}")
         if int(self.min_inliers) < 0:
             raise ValueError(f"min_inliers must be >= 0, got {self.min_inliers!r}")
+        if self.pair is not None:
+            if not isinstance(self.pair, Calibration) or self.pair.version != 1:
+                raise ValueError("a version 3 calibration's pair model must be a version 1 calibration")
+            if tuple(self.features) != FEATURES:
+                raise ValueError(f"a version 3 calibration lists the features {list(FEATURES)}")
+            if int(self.support_min) < 0:
+                raise ValueError(f"support_min must be >= 0, got {self.support_min!r}")
 
     @property
     def version(self) -> int:
-        return 1 if tuple(self.features) == FEATURES_V1 else VERSION
+        return 1 if tuple(self.features) == FEATURES_V1 else 3 if self.pair is not None else 2
+
+    @property
+    def uses_graph(self) -> bool:
+        """Whether "same place" comes from the database's match graph (version 3) rather than shared query
+        keypoints (version 2)."""
+        return self.pair is not None
+
+    @property
+    def pair_model(self) -> "Calibration":
+        """The model that scores a photo pair on its own (``delf match``, ``delf collection``'s edges,
+        the match graph): the embedded pair model of a version 3 calibration, else this one."""
+        return self.pair if self.pair is not None else self
 
     @property
     def uses_context(self) -> bool:
@@ -221,7 +284,10 @@ class Calibration:
     def pair_confidence(self, inliers, putative, spread, distortion=None) -> np.ndarray:
         """Confidence of photo pairs verified alone (``delf match``), with no
         answer around them: the margin and support are those of a typical
-        search (their calibration means), neither credit nor penalty."""
+        search (their calibration means), neither credit nor penalty. A
+        version 3 calibration scores them with its pair model."""
+        if self.pair is not None:
+            return self.pair.pair_confidence(inliers, putative, spread, distortion)
         x = feature_matrix(inliers, putative, spread, distortion=distortion)
         for f in ("log_margin", "log_support"):
             if f in self.features:
@@ -236,16 +302,23 @@ class Calibration:
             "mean": [float(m) for m in self.mean], "scale": [float(s) for s in self.scale],
             "threshold": float(self.threshold), "min_inliers": int(self.min_inliers),
             "fitted_on": self.fitted_on,
-        }
+        } | ({"pair": self.pair.to_dict(), "support_min": int(self.support_min)} if self.pair is not None else {})
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "calibration") -> "Calibration":
         if d.get("format") != FORMAT:
             raise ValueError(f"{where}: not a confidence calibration file (format {d.get('format')!r})")
         version = d.get("version")
-        if version not in (1, VERSION):
-            raise ValueError(f"{where}: calibration version {version!r}, this engine reads 1 and {VERSION}; "
-                             f"refit with `delf calibrate`")
+        if version not in VERSIONS:
+            raise ValueError(f"{where}: calibration version {version!r}, this engine reads "
+                             f"{', '.join(map(str, VERSIONS))}; refit with `delf calibrate`")
+        pair = None
+        if version == 3:
+            if not isinstance(d.get("pair"), dict):
+                raise ValueError(f"{where}: a version 3 calibration needs its pair model (\"pair\")")
+            pair = cls.from_dict(d["pair"], f"{where} (pair model)")
+            if pair.version != 1:
+                raise ValueError(f"{where}: the pair model must be a version 1 calibration")
         want = FEATURES_V1 if version == 1 else FEATURES
         if tuple(d.get("features", ())) != want:
             raise ValueError(f"{where}: a version {version} calibration lists the features {list(want)}, "
@@ -254,7 +327,8 @@ class Calibration:
             return cls(coef=tuple(d["coef"]), intercept=float(d["intercept"]), mean=tuple(d["mean"]),
                        scale=tuple(d["scale"]), threshold=float(d["threshold"]),
                        min_inliers=int(d["min_inliers"]), features=tuple(d["features"]),
-                       fitted_on=dict(d.get("fitted_on", {})))
+                       fitted_on=dict(d.get("fitted_on", {})), pair=pair,
+                       support_min=int(d.get("support_min", SUPPORT_MIN_INLIERS)))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{where}: incomplete calibration ({exc})") from None
         except ValueError as exc:
@@ -335,5 +409,5 @@ def _newton(z: np.ndarray, y: np.ndarray, l2: float, iters: int) -> np.ndarray:
     return w
 
 
-__all__ = ["CONTEXT", "FEATURES", "FEATURES_V1", "Calibration", "context", "context_path", "default_path", "distortion",
-           "feature_matrix", "fit_logistic"]
+__all__ = ["CONTEXT", "FEATURES", "FEATURES_V1", "SUPPORT_MIN_INLIERS", "Calibration", "context", "context_path",
+           "default_path", "distortion", "feature_matrix", "fit_logistic", "graph_context", "graph_model_path"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .confidence import Calibration, context, distortion
+from .confidence import Calibration, context, distortion, graph_context
 from .estimate import RansacConf, Verification, ransac_many
 
 
@@ -189,9 +189,12 @@ def rank_key(inliers: np.ndarray, votes: np.ndarray, scores: np.ndarray) -> np.n
 
 
 def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: Calibration | None = None,
-           threshold: float | None = None, query: str = "") -> Answer:
+           threshold: float | None = None, query: str = "", graph=None) -> Answer:
     """Verify the first ``conf.verify_top`` candidates in parallel, rank all of
-    them by (inliers, votes), and give each a confidence."""
+    them by (inliers, votes), and give each a confidence. ``graph``: the
+    database's match graph (anything with ``same_place(names)`` -> (N, N)
+    bool), which a version 3 calibration reads "same place" from; without it
+    no two candidates count as one place (every other one is another place)."""
     conf = conf or RerankConf()
     calibration = calibration or Calibration.load()
     threshold = calibration.threshold if threshold is None else float(threshold)
@@ -233,8 +236,13 @@ def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: 
     same = np.zeros(m, np.int64)
     dist = np.zeros(m)
     if n_ver:
-        qpts = [np.asarray(cands.query_xy[offsets[i]:offsets[i + 1]])[v.inliers] for i, v in enumerate(ver)]
-        o, sp = context(uniq[:n_ver], qpts)
+        if calibration.uses_graph:
+            names = list(cands.names[:n_ver])
+            linked = graph.same_place(names) if graph is not None else np.zeros((n_ver, n_ver), bool)
+            o, sp = graph_context(uniq[:n_ver], linked, calibration.support_min)
+        else:
+            qpts = [np.asarray(cands.query_xy[offsets[i]:offsets[i + 1]])[v.inliers] for i, v in enumerate(ver)]
+            o, sp = context(uniq[:n_ver], qpts)
         other[:n_ver], same[:n_ver] = o, sp
         dist[:n_ver] = [distortion(v.model) for v in ver]
     conf_v = np.zeros(m)

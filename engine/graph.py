@@ -1,0 +1,237 @@
+"""The database's match graph: which indexed photos verify against each other.
+
+Every photo searches the index once when it is indexed (itself left out), as a
+query would; each verified result with at least ``MIN_INLIERS`` unique
+inliers is kept as a directed row (photo, result, unique inliers, putative
+correspondences, spread). Two photos are *one place* when a row between them,
+in either direction, is a match under the pair model of the calibration
+(version 3: ``Calibration.pair``). The confidence reads that relation
+(``verify.confidence.graph_context``): a second photo of the same place that
+also verifies supports a result, and only photos of other places count
+against its margin.
+
+The rows live beside the index in ``match-graph.npz``, written atomically,
+with the id of the index build they belong to (an index rebuilt with
+``--overwrite`` starts a new graph). Adding photos searches the new ones and
+replaces every row that touches them; a removed photo never comes back as a
+candidate, so its rows are inert until the photo's name is indexed again.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+
+import numpy as np
+
+GRAPH_FILE = "match-graph.npz"
+FORMAT = "delf-match-graph"
+VERSION = 1
+# Rows weaker than this cannot be a match under any pair model (min_inliers of the calibrations).
+MIN_INLIERS = 5
+
+
+def graph_path(index_dir) -> str:
+    return os.path.join(os.fspath(index_dir), GRAPH_FILE)
+
+
+def _index_id(index_dir) -> str:
+    from index.store import read_manifest
+
+    return str(read_manifest(os.fspath(index_dir)).get("id", ""))
+
+
+class MatchGraph:
+    """Rows of the match graph: ``searched`` photo names (each searched the
+    index once), and per row the source, the result, its unique inliers,
+    putative correspondences and spread."""
+
+    def __init__(self, index_id: str = "", searched=(), src=(), dst=(), inliers=(), putative=(), spread=()):
+        self.index_id = str(index_id)
+        self.searched = set(searched)
+        self.src = [str(s) for s in src]
+        self.dst = [str(d) for d in dst]
+        self.inliers = np.asarray(inliers, np.int64).reshape(-1)
+        self.putative = np.asarray(putative, np.int64).reshape(-1)
+        self.spread = np.asarray(spread, np.float64).reshape(-1)
+        if not (len(self.src) == len(self.dst) == len(self.inliers) == len(self.putative) == len(self.spread)):
+            raise ValueError("match graph rows must have one source, result, inliers, putative and spread each")
+        self._links: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    # ------------------------------------------------------------ reading
+    def links(self, pair) -> dict:
+        """{photo: set of photos it is one place with} under ``pair`` (a version 1 calibration: a row is a
+        link when its pair confidence reaches the pair model's threshold)."""
+        key = (pair.coef, pair.intercept, pair.mean, pair.scale, pair.threshold, pair.min_inliers)
+        got = self._links.get(key)
+        if got is None:
+            got = {}
+            if len(self):
+                conf = pair.confidence(self.inliers, self.putative, self.spread)
+                for i in np.flatnonzero(conf >= pair.threshold):
+                    a, b = self.src[i], self.dst[i]
+                    if a != b:
+                        got.setdefault(a, set()).add(b)
+                        got.setdefault(b, set()).add(a)
+            self._links = {key: got}
+        return got
+
+    def bound(self, pair) -> "BoundGraph":
+        """The graph as ``verify.rerank.rerank`` reads it, under the pair model ``pair``."""
+        return BoundGraph(self.links(pair))
+
+    # ------------------------------------------------------------ changing
+    def replace(self, rows: dict) -> "MatchGraph":
+        """A graph where the photos in ``rows`` ({name: [(result, inliers, putative, spread), ...]}) were
+        searched again: every old row that touches one of them is dropped."""
+        new = set(rows)
+        keep = [i for i in range(len(self)) if self.src[i] not in new and self.dst[i] not in new]
+        src = [self.src[i] for i in keep]
+        dst = [self.dst[i] for i in keep]
+        inl, put, spr = list(self.inliers[keep]), list(self.putative[keep]), list(self.spread[keep])
+        for name in sorted(rows):
+            for r, u, p, s in rows[name]:
+                src.append(name)
+                dst.append(r)
+                inl.append(int(u))
+                put.append(int(p))
+                spr.append(float(s))
+        return MatchGraph(self.index_id, (self.searched - new) | new, src, dst, inl, put, spr)
+
+    # ------------------------------------------------------------ files
+    def save(self, index_dir) -> None:
+        from common.files import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.savez(buf, format=FORMAT, version=VERSION, index_id=self.index_id,
+                 searched=np.asarray(sorted(self.searched), str), src=np.asarray(self.src, str),
+                 dst=np.asarray(self.dst, str), inliers=self.inliers, putative=self.putative, spread=self.spread)
+        atomic_write_bytes(graph_path(index_dir), buf.getvalue())
+
+    @classmethod
+    def load(cls, index_dir) -> "MatchGraph | None":
+        """The index's graph; None when there is none, it is of another build of the index, or unreadable."""
+        path = graph_path(index_dir)
+        if not os.path.isfile(path):
+            return None
+        try:
+            with np.load(path) as z:
+                if str(z["format"]) != FORMAT or int(z["version"]) != VERSION:
+                    return None
+                g = cls(str(z["index_id"]), z["searched"].tolist(), z["src"].tolist(), z["dst"].tolist(),
+                        z["inliers"], z["putative"], z["spread"])
+        except (OSError, KeyError, ValueError, EOFError):
+            return None
+        return g if g.index_id == _index_id(index_dir) else None
+
+
+class BoundGraph:
+    """``same_place(names)``: (N, N) bool, True where two photos are linked."""
+
+    def __init__(self, links: dict):
+        self._links = links
+
+    def same_place(self, names) -> np.ndarray:
+        names = list(names)
+        pos = {n: i for i, n in enumerate(names)}
+        out = np.zeros((len(names), len(names)), bool)
+        for i, n in enumerate(names):
+            for m in self._links.get(n, ()):
+                j = pos.get(m)
+                if j is not None:
+                    out[i, j] = out[j, i] = True
+        return out
+
+
+def graph_rows(answer) -> list:
+    """The rows a photo's answer contributes: its verified results with at least MIN_INLIERS unique inliers."""
+    return [(r.name, int(r.unique_inliers), int(r.putative), float(r.spread)) for r in answer.results
+            if r.verified and r.unique_inliers >= MIN_INLIERS]
+
+
+def update_graph(index, items, settings=None, progress: bool = False, rebuild: bool = False) -> MatchGraph:
+    """Search ``index`` (an open index.Index) with each (name, Features) of
+    ``items`` (photos of the index), itself left out, and store their rows in
+    the index's graph (replacing the rows that touch them). ``rebuild``:
+    start from an empty graph. Returns the graph written."""
+    from tqdm import tqdm
+
+    from .searching import SearchSettings, answer_query
+
+    index_dir = index.path
+    old = None if rebuild else MatchGraph.load(index_dir)
+    graph = old if old is not None else MatchGraph(_index_id(index_dir))
+    s = (settings or SearchSettings()).resolved()
+    # The rows hold inliers and spread only: the pair model scores them, and no graph is read while searching.
+    s = SearchSettings(s.search, s.rerank, s.calibration.pair_model, s.calibration.pair_model.threshold)
+    rows = {}
+    for name, feats in tqdm(list(items), desc="match graph", unit="photo", disable=None if progress else True):
+        rows[name] = graph_rows(answer_query(index, feats, name, s, exclude=(name,)))
+    graph = graph.replace(rows)
+    graph.save(index_dir)
+    _CACHE.pop(os.path.abspath(index_dir), None)
+    return graph
+
+
+def update_graph_from_features(index_dir, feature_files, names=None, settings=None, progress: bool = False,
+                               rebuild: bool = False) -> MatchGraph:
+    """``update_graph`` for photos read from features files (`delf index build/add`); ``names``: only these
+    (default: every photo of the files that the index holds)."""
+    from delf.featio import FeatureFile
+    from index import Index
+
+    with Index(os.fspath(index_dir)) as index:
+        held = set(index.photos())
+        want = held if names is None else set(names) & held
+
+        def items():
+            for path in feature_files:
+                with FeatureFile(os.fspath(path)) as ff:
+                    for name, feats in ff.items():
+                        if name in want:
+                            yield name, feats
+
+        return update_graph(index, items(), settings, progress, rebuild)
+
+
+def missing(index_dir, photos) -> list:
+    """The photos of ``photos`` that have not searched the index's graph (all of them when there is none)."""
+    g = MatchGraph.load(index_dir)
+    done = g.searched if g is not None else set()
+    return [p for p in photos if p not in done]
+
+
+_CACHE: dict = {}
+_LOCK = threading.Lock()
+
+
+def graph_for(index, calibration):
+    """The bound graph of an open index for ``calibration`` (None when it
+    does not read a graph, or the index has none); cached while the file is
+    unchanged."""
+    if calibration is None or not calibration.uses_graph:
+        return None
+    path = getattr(index, "path", None)
+    if path is None:
+        return None
+    key = os.path.abspath(path)
+    try:
+        st = os.stat(graph_path(path))
+        stamp = (st.st_mtime_ns, st.st_size, int(getattr(index, "generation", 0)))
+    except OSError:
+        return None
+    with _LOCK:
+        got = _CACHE.get(key)
+        if got is None or got[0] != stamp:
+            got = (stamp, MatchGraph.load(path))
+            _CACHE[key] = got
+    g = got[1]
+    return g.bound(calibration.pair) if g is not None else None
+
+
+__all__ = ["GRAPH_FILE", "BoundGraph", "MatchGraph", "graph_for", "graph_path", "graph_rows", "missing",
+           "update_graph", "update_graph_from_features"]
