@@ -23,6 +23,7 @@ from verify.confidence import Calibration
 from verify.matching import MATCH_PRESETS, MatchConf
 from verify.rerank import Answer, RerankConf
 
+from .diffusion import MIN_SOURCE
 from .pairs import Pair, match_features
 from .searching import SearchSettings, answer_query, conf_from_resolved, query_items
 
@@ -39,6 +40,8 @@ class EngineConf:
     threshold:  confidence at or above which the best result is a match (None: the calibration's).
     expand:     up to this many confident results expand the query for a second search
                 (engine.expansion; 0: off).
+    diffuse:    results with at least this many unique inliers lend their standing to the photos
+                linked to them in the index's match graph (engine.diffusion; 0: off).
     """
 
     candidates: int = 100
@@ -49,14 +52,20 @@ class EngineConf:
     # labelled landmarks/ and ukbench/ photos (evaluation.loo, 2026-11-29): mAP 96.70 without,
     # 96.89 / 96.86 / 96.80 expanding from 1 / 2 / 3 results, 432 ms -> 556 ms per query.
     expand: int = 1
+    # Diffusion over the match graph. Chosen by the same leave-one-out search (2026-11-29, compact index,
+    # docs/results.md#diffusion-over-the-match-graph): mAP 96.68 without, 98.97 / 98.73 / 98.35 / 97.70
+    # from results with >= 3 / 5 / 10 / 20 unique inliers (1 and 2: as 3).
+    diffuse: int = MIN_SOURCE
 
     def __post_init__(self):
         for name in ("candidates", "search_k"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if isinstance(self.expand, bool) or not isinstance(self.expand, int) or self.expand < 0:
-            raise ValueError(f"expand must be an integer >= 0, got {self.expand!r}")
+        for name in ("expand", "diffuse"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
 
@@ -71,9 +80,10 @@ class Engine:
     def __init__(self, index_dir, calibration: Calibration | str | os.PathLike | None = None,
                  threshold: float | None = None, labels: dict | str | os.PathLike | None = None,
                  candidates: int = EngineConf.candidates, search_k: int = EngineConf.search_k,
-                 seed: int = EngineConf.seed, expand: int = EngineConf.expand, extractor=None, client=None):
+                 seed: int = EngineConf.seed, expand: int = EngineConf.expand, extractor=None, client=None,
+                 diffuse: int = EngineConf.diffuse):
         self.conf = EngineConf(candidates=candidates, search_k=search_k, seed=seed, threshold=threshold,
-                               expand=expand)
+                               expand=expand, diffuse=diffuse)
         if not os.path.isdir(index_dir):
             raise FileNotFoundError(f"{index_dir}: no such index directory")
         cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
@@ -104,8 +114,9 @@ class Engine:
         the Engine over the new index. ``extractor``: an Extractor or an
         ExtractorConf (default: the default conf). ``graph``: also build the
         database's match graph (every photo searches the index once; a
-        version 3 confidence reads which photos are one place from it,
-        engine.graph); None: when the calibration reads it."""
+        version 3 confidence reads which photos are one place from it, and
+        diffusion walks it, engine.graph); None: when diffusion is on or the
+        calibration reads it."""
         from index import build_index, build_index_from_features
 
         photos = [photos] if isinstance(photos, (str, os.PathLike)) else list(photos)
@@ -137,16 +148,17 @@ class Engine:
 
         if graph is not None:
             return bool(graph)
-        return self.settings.calibration.uses_graph or (keep_current and os.path.isfile(graph_path(self.index_dir)))
+        return (self.settings.calibration.uses_graph or self.conf.diffuse > 0
+                or (keep_current and os.path.isfile(graph_path(self.index_dir))))
 
     def _graph(self, items, rebuild: bool = False) -> None:
-        from .graph import update_graph
+        from .graph_update import update_graph
 
         self.index.refresh()
         update_graph(self.index, items, self.settings, rebuild=rebuild)
 
     def _graph_from_files(self, feature_files, names=None, rebuild: bool = False) -> None:
-        from .graph import update_graph_from_features
+        from .graph_update import update_graph_from_features
 
         self.index.refresh()
         update_graph_from_features(self.index_dir, feature_files, names, self.settings, rebuild=rebuild)
@@ -198,16 +210,17 @@ class Engine:
         return name or os.path.basename(path), self.extractor.extract(path), self.extractor.resolved_conf()
 
     def search(self, query, top: int | None = None, exclude=(), name: str | None = None,
-               expand: int | None = None) -> Answer:
+               expand: int | None = None, diffuse: int | None = None) -> Answer:
         """Search with one photo (path, RGB array or Features): the candidates
         are verified and ranked, each with a calibrated confidence, and the
         answer is a match when the best one reaches the threshold. Photos named
         in ``exclude`` are searched as if they were not in the index. ``top``
-        keeps the first results only. ``expand`` overrides the engine's
-        query expansion (0: off)."""
+        keeps the first results only. ``expand`` and ``diffuse`` override the
+        engine's query expansion and diffusion over the match graph (0: off)."""
         qname, feats, qconf = self.features(query, name)
         ans = answer_query(self.index, feats, qname, self.settings, exclude=exclude, labels=self.labels,
-                           query_conf=qconf, expand=self.conf.expand if expand is None else int(expand))
+                           query_conf=qconf, expand=self.conf.expand if expand is None else int(expand),
+                           diffuse=self.conf.diffuse if diffuse is None else int(diffuse))
         if top is not None:
             ans.results = ans.results[: max(int(top), 0)]
         return ans

@@ -10,7 +10,7 @@ in either direction, is a match under the pair model of the calibration
 also verifies supports a result, and only photos of other places count
 against its margin.
 
-The rows live beside the index in ``match-graph.npz``, written atomically,
+Searching the index to make the rows is ``engine.graph_update``'s. The rows live beside the index in ``match-graph.npz``, written atomically,
 with the id of the index build they belong to (an index rebuilt with
 ``--overwrite`` starts a new graph). Adding photos searches the new ones and
 replaces every row that touches them; a removed photo never comes back as a
@@ -58,6 +58,8 @@ class MatchGraph:
         if not (len(self.src) == len(self.dst) == len(self.inliers) == len(self.putative) == len(self.spread)):
             raise ValueError("match graph rows must have one source, result, inliers, putative and spread each")
         self._links: dict = {}
+        self._weights: dict = {}
+        self._live: dict = {}  # live_weights' one cached state
 
     def __len__(self) -> int:
         return len(self.src)
@@ -78,6 +80,24 @@ class MatchGraph:
                         got.setdefault(a, set()).add(b)
                         got.setdefault(b, set()).add(a)
             self._links = {key: got}
+        return got
+
+    def weights(self, pair) -> dict:
+        """{photo: {linked photo: the most unique inliers of a row between them that ``pair`` calls a
+        match}} (diffusion's links, engine.diffusion)."""
+        key = ("weights", pair.coef, pair.intercept, pair.mean, pair.scale, pair.threshold, pair.min_inliers)
+        got = self._weights.get(key)
+        if got is None:
+            got = {}
+            if len(self):
+                conf = pair.confidence(self.inliers, self.putative, self.spread)
+                for i in np.flatnonzero(conf >= pair.threshold):
+                    a, b, w = self.src[i], self.dst[i], int(self.inliers[i])
+                    if a != b:
+                        for x, y in ((a, b), (b, a)):
+                            row = got.setdefault(x, {})
+                            row[y] = max(row.get(y, 0), w)
+            self._weights = {key: got}
         return got
 
     def bound(self, pair) -> "BoundGraph":
@@ -147,57 +167,6 @@ class BoundGraph:
         return out
 
 
-def graph_rows(answer) -> list:
-    """The rows a photo's answer contributes: its verified results with at least MIN_INLIERS unique inliers."""
-    return [(r.name, int(r.unique_inliers), int(r.putative), float(r.spread)) for r in answer.results
-            if r.verified and r.unique_inliers >= MIN_INLIERS]
-
-
-def update_graph(index, items, settings=None, progress: bool = False, rebuild: bool = False) -> MatchGraph:
-    """Search ``index`` (an open index.Index) with each (name, Features) of
-    ``items`` (photos of the index), itself left out, and store their rows in
-    the index's graph (replacing the rows that touch them). ``rebuild``:
-    start from an empty graph. Returns the graph written."""
-    from tqdm import tqdm
-
-    from .searching import SearchSettings, answer_query
-
-    index_dir = index.path
-    old = None if rebuild else MatchGraph.load(index_dir)
-    graph = old if old is not None else MatchGraph(_index_id(index_dir))
-    s = (settings or SearchSettings()).resolved()
-    # The rows hold inliers and spread only: the pair model scores them, and no graph is read while searching.
-    s = SearchSettings(s.search, s.rerank, s.calibration.pair_model, s.calibration.pair_model.threshold)
-    rows = {}
-    for name, feats in tqdm(list(items), desc="match graph", unit="photo", disable=None if progress else True):
-        rows[name] = graph_rows(answer_query(index, feats, name, s, exclude=(name,)))
-    graph = graph.replace(rows)
-    graph.save(index_dir)
-    _CACHE.pop(os.path.abspath(index_dir), None)
-    return graph
-
-
-def update_graph_from_features(index_dir, feature_files, names=None, settings=None, progress: bool = False,
-                               rebuild: bool = False) -> MatchGraph:
-    """``update_graph`` for photos read from features files (`delf index build/add`); ``names``: only these
-    (default: every photo of the files that the index holds)."""
-    from delf.featio import FeatureFile
-    from index import Index
-
-    with Index(os.fspath(index_dir)) as index:
-        held = set(index.photos())
-        want = held if names is None else set(names) & held
-
-        def items():
-            for path in feature_files:
-                with FeatureFile(os.fspath(path)) as ff:
-                    for name, feats in ff.items():
-                        if name in want:
-                            yield name, feats
-
-        return update_graph(index, items(), settings, progress, rebuild)
-
-
 def missing(index_dir, photos) -> list:
     """The photos of ``photos`` that have not searched the index's graph (all of them when there is none)."""
     g = MatchGraph.load(index_dir)
@@ -215,6 +184,28 @@ def graph_for(index, calibration):
     unchanged."""
     if calibration is None or not calibration.uses_graph:
         return None
+    g = rows_for(index)
+    return g.bound(calibration.pair) if g is not None else None
+
+
+def live_weights(index, pair) -> dict:
+    """``MatchGraph.weights`` of an open index's graph under ``pair``, keeping only the photos the index
+    holds now (a removed photo's rows stay in the file until it is indexed again); {} without a graph.
+    Cached per index state."""
+    g = rows_for(index)
+    if g is None:
+        return {}
+    key = ("live", id(g), int(getattr(index, "generation", 0)), pair.coef, pair.intercept, pair.threshold)
+    got = g._live.get(key)
+    if got is None:
+        held = set(index.photos())
+        got = {a: {b: w for b, w in nb.items() if b in held} for a, nb in g.weights(pair).items() if a in held}
+        g._live = {key: got}
+    return got
+
+
+def rows_for(index) -> "MatchGraph | None":
+    """The match graph of an open index (None: it has none); cached while the file is unchanged."""
     path = getattr(index, "path", None)
     if path is None:
         return None
@@ -229,9 +220,8 @@ def graph_for(index, calibration):
         if got is None or got[0] != stamp:
             got = (stamp, MatchGraph.load(path))
             _CACHE[key] = got
-    g = got[1]
-    return g.bound(calibration.pair) if g is not None else None
+    return got[1]
 
 
-__all__ = ["GRAPH_FILE", "BoundGraph", "MatchGraph", "graph_for", "graph_path", "graph_rows", "missing",
-           "update_graph", "update_graph_from_features"]
+__all__ = ["GRAPH_FILE", "BoundGraph", "MatchGraph", "graph_for", "graph_path", "live_weights", "missing",
+           "rows_for"]

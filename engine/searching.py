@@ -41,17 +41,19 @@ class SearchSettings:
 
 
 def answer_query(index, feats, name: str = "", settings: SearchSettings | None = None, exclude=(),
-                 labels: dict | None = None, query_conf=None, expand: int = 0) -> Answer:
+                 labels: dict | None = None, query_conf=None, expand: int = 0, diffuse: int = 0) -> Answer:
     """Search ``index`` with one query's Features, verify and rank its
     candidates. Photos named in ``exclude`` (e.g. the query itself when it is
     in the index) are searched as if they were not in the index. ``expand``:
     up to this many confident results expand the query for a second search
-    (engine.expansion)."""
-    return search_query(index, feats, name, settings, exclude, labels, query_conf, expand)[0]
+    (engine.expansion). ``diffuse``: results with at least this many unique
+    inliers lend their standing to the photos linked to them in the index's
+    match graph (engine.diffusion; 0 or no graph: off)."""
+    return search_query(index, feats, name, settings, exclude, labels, query_conf, expand, diffuse)[0]
 
 
 def search_query(index, feats, name: str = "", settings: SearchSettings | None = None, exclude=(),
-                 labels: dict | None = None, query_conf=None, expand: int = 0):
+                 labels: dict | None = None, query_conf=None, expand: int = 0, diffuse: int = 0):
     """``answer_query``, also returning the features that searched last (the
     expanded query when the answer was expanded, else ``feats``)."""
     from .expansion import expand as expand_answer
@@ -80,6 +82,11 @@ def search_query(index, feats, name: str = "", settings: SearchSettings | None =
     if expand:
         ans, ef = expand_answer(index, feats, ans, lambda f, sources: once(f, None, sources), expand)
         last = ef if ef is not None else feats
+    if diffuse:
+        from .diffusion import diffuse as diffuse_answer
+        from .graph import live_weights
+
+        ans = diffuse_answer(ans, live_weights(index, s.calibration.pair_model), exclude, int(diffuse))
     if labels:
         for r in ans.results:
             r.label = labels.get(r.name)

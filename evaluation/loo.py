@@ -24,7 +24,7 @@ def full_ranking(index, feats, settings, answer, names: list) -> list:
 
 
 def leave_one_out(features: str, index_dir: str, labels: dict, expand_values=(0,), candidates: int = 100,
-                  progress: bool = True, log=print) -> dict:
+                  progress: bool = True, log=print, diffuse_values=(0,)) -> dict:
     """mAP (trapezoidal AP, percent), positives in the top 100 and search time per
     query, for each ``expand`` value, over every photo of ``features`` that has a
     label and at least one other photo of its label in the index at ``index_dir``."""
@@ -41,12 +41,13 @@ def leave_one_out(features: str, index_dir: str, labels: dict, expand_values=(0,
     with Index(index_dir) as index, FeatureFile(features) as ff:
         names = [n for n in index.photos() if n in labels]
         queries = [n for n in names if sum(labels[m] == labels[n] for m in names) > 1]
-        for expand in expand_values:
+        for expand, diffuse in [(e, d) for d in diffuse_values for e in expand_values]:
             aps, top100, ms, expanded = [], [], [], 0
-            for q in tqdm(queries, desc=f"expand {expand}", unit="query", disable=None if progress else True):
+            tag = str(expand) if not diffuse else f"{expand}/diffuse {diffuse}"
+            for q in tqdm(queries, desc=f"expand {tag}", unit="query", disable=None if progress else True):
                 feats = ff[q]
                 t0 = time.perf_counter()
-                ans, last = search_query(index, feats, q, settings, exclude=[q], expand=expand)
+                ans, last = search_query(index, feats, q, settings, exclude=[q], expand=expand, diffuse=diffuse)
                 ms.append((time.perf_counter() - t0) * 1000)
                 expanded += bool(ans.expanded_from)
                 ranking = [n for n in full_ranking(index, last, settings, ans, names) if n != q]
@@ -54,12 +55,12 @@ def leave_one_out(features: str, index_dir: str, labels: dict, expand_values=(0,
                 ranks = [i for i, n in enumerate(ranking) if n in pos]
                 aps.append(average_precision(ranks, len(pos)))
                 top100.append(sum(1 for r in ranks if r < 100) / len(pos))
-            out[str(expand)] = {"map": round(100 * float(np.mean(aps)), 2),
-                                "positives_in_top100": round(float(np.mean(top100)), 4),
-                                "ms_per_query": round(float(np.mean(ms)), 1), "queries": len(queries),
-                                "expanded_queries": expanded}
-            log(f"expand {expand}: mAP {out[str(expand)]['map']:.2f}, positives in top 100 "
-                f"{out[str(expand)]['positives_in_top100']:.4f}, {out[str(expand)]['ms_per_query']:.0f} ms per query, "
+            out[tag] = {"map": round(100 * float(np.mean(aps)), 2),
+                        "positives_in_top100": round(float(np.mean(top100)), 4),
+                        "ms_per_query": round(float(np.mean(ms)), 1), "queries": len(queries),
+                        "expanded_queries": expanded}
+            log(f"expand {tag}: mAP {out[tag]['map']:.2f}, positives in top 100 "
+                f"{out[tag]['positives_in_top100']:.4f}, {out[tag]['ms_per_query']:.0f} ms per query, "
                 f"{expanded} of {len(queries)} queries expanded")
     return out
 
@@ -67,7 +68,7 @@ def leave_one_out(features: str, index_dir: str, labels: dict, expand_values=(0,
 
 
 def evaluate_loo(data: str, work: str, expand_values=(0, 1), conf=None, candidates: int = 100,
-                 progress: bool = True, log=print) -> dict:
+                 progress: bool = True, log=print, diffuse_values=(0,)) -> dict:
     """`delf evaluate loo`: the photos of landmarks/ and ukbench/ (extracted once into
     WORK/features.h5, indexed once in WORK/index), each searching all the others."""
     import os
@@ -92,7 +93,17 @@ def evaluate_loo(data: str, work: str, expand_values=(0, 1), conf=None, candidat
     if not os.path.isfile(os.path.join(index_dir, "manifest.json")) \
             or index_info(index_dir)["kind"] != IndexConf().kind:
         build_index(index_dir, [features], IndexConf(build_threads=1), overwrite=True)
-    res = leave_one_out(features, index_dir, labels, expand_values, candidates, progress, log)
+    if any(diffuse_values):
+        from engine.graph import missing
+        from engine.graph_update import update_graph_from_features
+        from index import Index
+
+        with Index(index_dir) as index:
+            todo = missing(index_dir, index.photos())
+        if todo:
+            log(f"match graph: {len(todo)} photos search the index")
+            update_graph_from_features(index_dir, [features], todo)
+    res = leave_one_out(features, index_dir, labels, expand_values, candidates, progress, log, diffuse_values)
     return {"expand": res, "setup": {"data": os.path.abspath(data), "features": features, "index": index_dir,
                                      "candidates": candidates, "extractor_conf": extractor.resolved_conf()}}
 

@@ -102,7 +102,8 @@ def database_index(features: str, work: str, log=_log_default, kind: str = "pq",
 
 def database_graph(idx: str, features: str, log=_log_default) -> None:
     """The index's match graph (engine.graph), completed for the photos that have not searched it yet."""
-    from engine.graph import missing, update_graph_from_features
+    from engine.graph import missing
+    from engine.graph_update import update_graph_from_features
     from index import Index
 
     with Index(idx) as index:
@@ -177,7 +178,8 @@ def positives_in_top(gnd: dict, rankings: dict, top: int = 100) -> float:
 
 def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, skimage_queries: int = 2,
                      db_features: str | None = None, threshold: float | None = None, expand: int | None = None,
-                     index_kind: str = "pq", compare_kinds=(), progress: bool = True, log=_log_default) -> dict:
+                     index_kind: str = "pq", compare_kinds=(), progress: bool = True, log=_log_default,
+                     diffuse: int | None = None) -> dict:
     """The engine on Revisited Oxford: mAP and mP@k, Medium and Hard, with and without re-ranking,
     and per-query times (``evaluation.sift.evaluate_roxford_sift`` is the RootSIFT reference). The
     same queries are also answered with query expansion (``expand`` confident results, default:
@@ -188,6 +190,7 @@ def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, ski
     from verify.confidence import Calibration
 
     expand = EngineConf.expand if expand is None else int(expand)
+    diffuse = EngineConf.diffuse if diffuse is None else int(diffuse)
     gnd, jpg, qdir = oxford_layout(data)
     os.makedirs(work, exist_ok=True)
     extractor = make_extractor(conf)
@@ -203,16 +206,17 @@ def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, ski
     out = None
     compare = {}
     for kind in (index_kind, *[k for k in compare_kinds if k != index_kind]):
-        idx_path = database_index(feats_path, work, log, kind, graph=Calibration.load().uses_graph)
+        idx_path = database_index(feats_path, work, log, kind, graph=Calibration.load().uses_graph or diffuse > 0)
         res = _evaluate_index(idx_path, gnd, query_feats, extractor, verify_top, skimage_queries, threshold,
-                              expand, log)
+                              expand, log, diffuse)
         res["timing_ms"]["extract_query"] = _mean(t_extract)
         res["setup"].update({"data": os.path.abspath(data), "features": feats_path, "index_kind": kind})
         if out is None:
             out = res
         else:
             compare[kind] = {k: res[k] for k in ("medium", "hard", "no_rerank", "positives_in_top100", "timing_ms",
-                                                 "expansion", "setup") if k in res}
+                                                 "expansion", "diffusion", "expansion_diffusion", "setup")
+                                 if k in res}
             compare[kind]["per_query"] = [{k: v for k, v in p.items() if k.startswith(("query", "ap_", "top1"))}
                                           for p in res["per_query"]]
     if compare:
@@ -221,31 +225,44 @@ def evaluate_roxford(data: str, work: str, conf=None, verify_top: int = 100, ski
 
 
 def _evaluate_index(idx_path: str, gnd: dict, query_feats: list, extractor, verify_top: int, skimage_queries: int,
-                    threshold, expand: int, log) -> dict:
+                    threshold, expand: int, log, diffuse: int = 0) -> dict:
     from engine import Engine
     from engine.searching import search_query
 
     rer, norr, rerx, per_query = {}, {}, {}, []
     t_search, t_verify, t_sk, t_expand, n_expanded = [], [], [], [], 0
+    # The engine's other ways of ranking, each on the same queries: (expand, diffuse) -> rankings, times.
+    ways = {}
+    if expand:
+        ways["expansion"] = (expand, 0)
+    if diffuse:
+        ways["diffusion"] = (0, diffuse)
+    if expand and diffuse:
+        ways["expansion_diffusion"] = (expand, diffuse)
+    other = {k: ({}, [], []) for k in ways}  # rankings, ms, expanded
     with Engine.open(idx_path, candidates=verify_top, threshold=threshold, extractor=extractor) as engine:
         settings = engine.settings
         for i, (q, feats) in enumerate(zip(gnd["queries"], query_feats)):
             name = q["query"]
             # Warm the kernels (Numba compile or cache load) outside the timings.
             if i == 0:
-                engine.search(feats, name=name, expand=0)
-            ans = engine.search(feats, name=name, expand=0)
+                engine.search(feats, name=name, expand=0, diffuse=0)
+            ans = engine.search(feats, name=name, expand=0, diffuse=0)
             t_search.append(ans.search_ms)
             t_verify.append(ans.verify_ms)
             if i < skimage_queries:
                 t_sk.append(skimage_verify_ms(ans))
             rer[name], norr[name] = _full_ranking(engine.index, feats, settings, ans, gnd["database"])
-            if expand:
+            for key, (e, d) in ways.items():
                 t0 = time.perf_counter()
-                ansx, last = search_query(engine.index, feats, name, settings, expand=expand)
-                t_expand.append((time.perf_counter() - t0) * 1000)
-                n_expanded += bool(ansx.expanded_from)
-                rerx[name], _ = _full_ranking(engine.index, last, settings, ansx, gnd["database"])
+                ansx, last = search_query(engine.index, feats, name, settings, expand=e, diffuse=d)
+                other[key][1].append((time.perf_counter() - t0) * 1000)
+                other[key][2].append(bool(ansx.expanded_from))
+                other[key][0][name], _ = _full_ranking(engine.index, last, settings, ansx, gnd["database"])
+                if key == "expansion":
+                    t_expand.append(other[key][1][-1])
+                    n_expanded += bool(ansx.expanded_from)
+                    rerx[name] = other[key][0][name]
             pos, junk = protocol(q, "medium")
             top = next((r for r in ans.results if r.name[:-4] not in junk), None)
             per_query.append({
@@ -283,10 +300,22 @@ def _evaluate_index(idx_path: str, gnd: dict, query_feats: list, extractor, veri
                   "index": idx_path, "extractor_conf": extractor.resolved_conf(),
                   "threshold": settings.threshold},
     }
+    plain = _mean([a + b for a, b in zip(t_search, t_verify)])
+    for key, (e, d) in ways.items():
+        if key == "expansion":
+            continue
+        ev = evaluate_rankings(gnd, other[key][0])
+        for pqr in per_query:
+            pqr.update({f"ap_{s}_{key}": ev["per_query"].get(pqr["query"], {}).get(s, {}).get("ap")
+                        for s in ("medium", "hard")})
+        out[key] = {"expand": e, "diffuse": d, "medium": ev["medium"], "hard": ev["hard"],
+                    "positives_in_top100": positives_in_top(gnd, other[key][0]),
+                    "expanded_queries": int(sum(other[key][2])),
+                    "timing_ms": {"search": _mean(other[key][1]), "plain": plain,
+                                  "ratio": round(_mean(other[key][1]) / max(plain, 1e-9), 2)}}
     if ex is not None:
         # Time after extraction: the whole expanded search (first round, expansion, second round,
         # verification) against the search and verification of the plain one, on the same queries.
-        plain = _mean([a + b for a, b in zip(t_search, t_verify)])
         out["expansion"] = {
             "expand": expand, "medium": ex["medium"], "hard": ex["hard"],
             "positives_in_top100": positives_in_top(gnd, rerx), "expanded_queries": n_expanded,

@@ -30,7 +30,8 @@ def test_build_and_search_a_held_out_photo(lund, small_extractor):
     feats = small_extractor.extract(photos[-1])
     by_feats = engine.search(feats, name="q")
     by_pixels = engine.search(small_extractor.load(photos[-1]), name="q")
-    ref = answer_query(engine.index, feats, "q", SearchSettings().resolved(), expand=engine.conf.expand)
+    ref = answer_query(engine.index, feats, "q", SearchSettings().resolved(), expand=engine.conf.expand,
+                       diffuse=engine.conf.diffuse)
     for a in (by_feats, by_pixels):
         assert [(r.name, r.inliers) for r in a.results] == [(r.name, r.inliers) for r in ref.results]
 

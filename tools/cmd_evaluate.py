@@ -27,6 +27,10 @@ def register(sub) -> None:
     r.add_argument("--expand", type=int, default=None, metavar="N",
                    help="also answer every query with query expansion from up to N confident results, "
                         "reported apart (default: the engine's; 0: not at all)")
+    r.add_argument("--diffuse", type=int, default=None, metavar="N",
+                   help="also answer every query with diffusion over the database's match graph from results "
+                        "with at least N unique inliers, reported apart, and with expansion and diffusion "
+                        "together (default: the engine's; 0: not at all)")
     r.add_argument("--skimage-queries", type=int, default=2,
                    help="queries whose candidates are also verified with scikit-image, for the time ratio "
                         "(default: %(default)s)")
@@ -62,6 +66,9 @@ def register(sub) -> None:
                     "are chosen here, never on Oxford.")
     o.add_argument("--data", required=True, help="folder with landmarks/ and ukbench/")
     o.add_argument("--expand", default="0,1", help="query expansion values, comma-separated (default: %(default)s)")
+    o.add_argument("--diffuse", default="0", help="diffusion values (engine.diffusion: unique inliers a result needs "
+                                                  "to lend its standing), comma-separated; every pair with --expand "
+                                                  "is run (default: %(default)s)")
     o.add_argument("--json", help="write the results here")
     o.add_argument("--work", default=DEFAULT_WORK, help="features and index, reused across runs (default: %(default)s)")
     o.add_argument("--candidates", type=int, default=100, help="candidates verified per query (default: %(default)s)")
@@ -94,6 +101,14 @@ def _print(res: dict) -> None:
         print(f"expanded from up to {x['expand']} confident results ({x['expanded_queries']} queries expanded): "
               f"Medium mAP {x['medium']['map']:.2f}, Hard mAP {x['hard']['map']:.2f}; positives in the top 100 "
               f"{res['positives_in_top100']:.3f} -> {x['positives_in_top100']:.3f}; time {x['timing_ms']['ratio']:.2f}x")
+    for key, what in (("diffusion", "diffusion over the match graph"),
+                      ("expansion_diffusion", "expansion and diffusion")):
+        x = res.get(key)
+        if x:
+            print(f"{what} (from results with >= {x['diffuse']} unique inliers): Medium mAP "
+                  f"{x['medium']['map']:.2f}, Hard mAP {x['hard']['map']:.2f}; positives in the top 100 "
+                  f"{res['positives_in_top100']:.3f} -> {x['positives_in_top100']:.3f}; time "
+                  f"{x['timing_ms']['ratio']:.2f}x")
     if t.get("speedup_vs_skimage"):
         print(f"search + verify vs search + scikit-image verification ({t['skimage_queries']} queries): "
               f"{t['speedup_vs_skimage']:.1f}x faster")
@@ -110,7 +125,7 @@ def run_roxford(args) -> int:
         res = evaluate_roxford(args.data, args.work, conf_from_args(args), verify_top=args.candidates,
                                skimage_queries=args.skimage_queries, db_features=args.db_features,
                                threshold=args.threshold, expand=args.expand, index_kind=args.index_kind,
-                               compare_kinds=args.compare_index, progress=not args.quiet)
+                               compare_kinds=args.compare_index, progress=not args.quiet, diffuse=args.diffuse)
     _print(res)
     for kind, c in res.get("compare", {}).items():
         print(f"{kind} index: Medium mAP {c['medium']['map']:.2f}, Hard mAP {c['hard']['map']:.2f}, "
@@ -148,14 +163,17 @@ def run_loo(args) -> int:
     from common.files import write_json
     from evaluation.loo import evaluate_loo
 
-    try:
-        values = [int(v) for v in args.expand.split(",")]
-    except ValueError:
-        raise ValueError(f"--expand takes whole numbers separated by commas, got {args.expand!r}") from None
-    if any(v < 0 for v in values):
-        raise ValueError(f"--expand values must be 0 or more, got {args.expand!r}")
-    res = evaluate_loo(args.data, args.work, values, conf_from_args(args), candidates=args.candidates,
-                       progress=not args.quiet)
+    lists = {}
+    for opt in ("expand", "diffuse"):
+        text = getattr(args, opt)
+        try:
+            lists[opt] = [int(v) for v in text.split(",")]
+        except ValueError:
+            raise ValueError(f"--{opt} takes whole numbers separated by commas, got {text!r}") from None
+        if any(v < 0 for v in lists[opt]):
+            raise ValueError(f"--{opt} values must be 0 or more, got {text!r}")
+    res = evaluate_loo(args.data, args.work, lists["expand"], conf_from_args(args), candidates=args.candidates,
+                       progress=not args.quiet, diffuse_values=lists["diffuse"])
     if args.json:
         write_json(args.json, res)
     return 0

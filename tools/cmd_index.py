@@ -43,9 +43,9 @@ def register(sub) -> None:
     q.add_argument("index", metavar="INDEX", help="index directory")
     q.add_argument("features", metavar="FEATURES.h5", nargs="+", help="features files from `delf extract`")
     q.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
-    q.add_argument("--graph", action="store_true",
-                   help="also build the match graph: every photo searches the index once (a version 3 "
-                        "confidence reads which photos are one place from it)")
+    q.add_argument("--no-graph", action="store_true",
+                   help="do not build the match graph (every photo searching the index once: diffusion walks "
+                        "it, a version 3 confidence reads which photos are one place from it)")
     writer_opts(q, build=True)
     q.set_defaults(func=run_build)
 
@@ -128,13 +128,13 @@ def run_build(args) -> int:
                        _conf(args, kind=args.kind, shards=args.shards, nlist=args.nlist, pq_m=args.pq_m,
                              n_trees=args.trees, seed=args.seed), overwrite=args.overwrite)
     print(format_info(info))
-    if args.graph:
+    if not args.no_graph:
         _graph(args.index, args.features, None, rebuild=True)
     return 0
 
 
 def _graph(index, features, names, rebuild: bool = False) -> None:
-    from engine.graph import update_graph_from_features
+    from engine.graph_update import update_graph_from_features
 
     g = update_graph_from_features(index, features, names, rebuild=rebuild, progress=True)
     print(f"match graph  {len(g.searched)} photos searched, {len(g)} verified pairs")

@@ -41,6 +41,11 @@ def register(sub) -> None:
                    help="query expansion: up to N results at or above the threshold lend their features to a "
                         "second search (default: %d; 0 turns it off)" % _default_expand())
     p.add_argument("--no-expand", dest="expand", action="store_const", const=0, help="no query expansion")
+    p.add_argument("--diffuse", type=int, default=None, metavar="N",
+                   help="diffusion over the index's match graph: results with at least N unique inliers lend "
+                        "their standing to the photos linked to them (default: %d; 0 turns it off)"
+                        % _default_diffuse())
+    p.add_argument("--no-diffuse", dest="diffuse", action="store_const", const=0, help="no diffusion")
     p.add_argument("--workers", type=int,
                    help="search the index's shards on a local Dask cluster of this many worker processes")
     p.add_argument("--scheduler", metavar="ADDRESS",
@@ -53,6 +58,12 @@ def _default_search_k() -> int:
     from index import SearchConf
 
     return SearchConf.search_k
+
+
+def _default_diffuse() -> int:
+    from engine import EngineConf
+
+    return EngineConf.diffuse
 
 
 def _default_expand() -> int:
@@ -80,6 +91,8 @@ def run(args) -> int:
         raise UserError("--search-k must be at least 1")
     if args.expand is not None and args.expand < 0:
         raise UserError("--expand must be 0 or more")
+    if args.diffuse is not None and args.diffuse < 0:
+        raise UserError("--diffuse must be 0 or more")
     if args.draw and not args.db_images:
         raise UserError("--draw needs --db-images DIR (the folder the database photo names are relative to)")
     from .cmd_collection import dask_client
@@ -88,7 +101,8 @@ def run(args) -> int:
         engine = Engine.open(args.index, calibration=args.calibration, threshold=args.threshold,
                              labels=args.labels, candidates=args.candidates,
                              search_k=args.search_k or _default_search_k(), seed=args.seed,
-                             expand=_default_expand() if args.expand is None else args.expand, client=client)
+                             expand=_default_expand() if args.expand is None else args.expand, client=client,
+                             diffuse=_default_diffuse() if args.diffuse is None else args.diffuse)
         return _search(engine, args)
 
 

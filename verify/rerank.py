@@ -63,6 +63,7 @@ class Result:
     label: str | None = None
     query_xy: np.ndarray | None = field(default=None, repr=False)  # putative correspondences (for drawing)
     db_xy: np.ndarray | None = field(default=None, repr=False)
+    via: str | None = None  # ranked by diffusion over the match graph from this result (engine.diffusion)
 
     @property
     def verified(self) -> bool:
@@ -81,6 +82,8 @@ class Result:
                      distortion=round(float(self.distortion), 4))
         if self.label is not None:
             d["label"] = self.label
+        if self.via is not None:
+            d["via"] = self.via
         if self.verification is not None and self.verification.model is not None:
             d["model"] = np.round(self.verification.model, 6).tolist()
         return d

@@ -1,0 +1,61 @@
+"""Making the match graph's rows (engine.graph): database photos search the index, itself left out."""
+
+from __future__ import annotations
+
+import os
+
+from .graph import _CACHE, MIN_INLIERS, MatchGraph, _index_id
+
+
+def graph_rows(answer) -> list:
+    """The rows a photo's answer contributes: its verified results with at least MIN_INLIERS unique inliers."""
+    return [(r.name, int(r.unique_inliers), int(r.putative), float(r.spread)) for r in answer.results
+            if r.verified and r.unique_inliers >= MIN_INLIERS]
+
+
+def update_graph(index, items, settings=None, progress: bool = False, rebuild: bool = False) -> MatchGraph:
+    """Search ``index`` (an open index.Index) with each (name, Features) of
+    ``items`` (photos of the index), itself left out, and store their rows in
+    the index's graph (replacing the rows that touch them). ``rebuild``:
+    start from an empty graph. Returns the graph written."""
+    from tqdm import tqdm
+
+    from .searching import SearchSettings, answer_query
+
+    index_dir = index.path
+    old = None if rebuild else MatchGraph.load(index_dir)
+    graph = old if old is not None else MatchGraph(_index_id(index_dir))
+    s = (settings or SearchSettings()).resolved()
+    # The rows hold inliers and spread only: the pair model scores them, and no graph is read while searching.
+    s = SearchSettings(s.search, s.rerank, s.calibration.pair_model, s.calibration.pair_model.threshold)
+    rows = {}
+    for name, feats in tqdm(list(items), desc="match graph", unit="photo", disable=None if progress else True):
+        rows[name] = graph_rows(answer_query(index, feats, name, s, exclude=(name,)))
+    graph = graph.replace(rows)
+    graph.save(index_dir)
+    _CACHE.pop(os.path.abspath(index_dir), None)
+    return graph
+
+
+def update_graph_from_features(index_dir, feature_files, names=None, settings=None, progress: bool = False,
+                               rebuild: bool = False) -> MatchGraph:
+    """``update_graph`` for photos read from features files (`delf index build/add`); ``names``: only these
+    (default: every photo of the files that the index holds)."""
+    from delf.featio import FeatureFile
+    from index import Index
+
+    with Index(os.fspath(index_dir)) as index:
+        held = set(index.photos())
+        want = held if names is None else set(names) & held
+
+        def items():
+            for path in feature_files:
+                with FeatureFile(os.fspath(path)) as ff:
+                    for name, feats in ff.items():
+                        if name in want:
+                            yield name, feats
+
+        return update_graph(index, items(), settings, progress, rebuild)
+
+
+__all__ = ["graph_rows", "update_graph", "update_graph_from_features"]
