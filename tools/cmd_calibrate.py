@@ -39,8 +39,8 @@ def register(sub) -> None:
     p.add_argument("--model-version", type=int, choices=(1, 2, 3), default=1,
                    help="1: unique inliers and spread, fitted on every candidate (the shipped default); "
                         "3: also the result's margin over the strongest other place and the support of a second "
-                        "photo of its place, 'same place' read from the database's match graph (index it with "
-                        "`delf index build --graph`); 2: as 3 with 'same place' read from shared query keypoints, "
+                        "photo of its place, 'same place' read from the database's match graph (`delf index build` "
+                        "makes it); 2: as 3 with 'same place' read from shared query keypoints, "
                         "plus model distortion (default: %(default)s)")
     p.add_argument("--report", help="also write the fit's report (counts, reliability table, cross-validation "
                                     "over places) as JSON here")
