@@ -20,7 +20,8 @@ def lund(tmp_path_factory, small_extractor):
     idx = tmp_path_factory.mktemp("expansion") / "lund.idx"
     Engine.build(idx, photos[:-1], extractor=small_extractor).close()
     # Two candidates per search: the first look verifies only the two nearest photos of the walk.
-    engine = Engine.open(idx, candidates=2, extractor=small_extractor)
+    # Expansion alone: diffusion (tests/test_diffusion.py) would bring the same photos through the graph.
+    engine = Engine.open(idx, candidates=2, extractor=small_extractor, diffuse=0)
     yield engine, photos
     engine.close()
 
