@@ -68,24 +68,17 @@ class MatchGraph:
     def links(self, pair) -> dict:
         """{photo: set of photos it is one place with} under ``pair`` (a version 1 calibration: a row is a
         link when its pair confidence reaches the pair model's threshold)."""
-        key = (pair.coef, pair.intercept, pair.mean, pair.scale, pair.threshold, pair.min_inliers)
+        key = _pair_key(pair)
         got = self._links.get(key)
         if got is None:
-            got = {}
-            if len(self):
-                conf = pair.confidence(self.inliers, self.putative, self.spread)
-                for i in np.flatnonzero(conf >= pair.threshold):
-                    a, b = self.src[i], self.dst[i]
-                    if a != b:
-                        got.setdefault(a, set()).add(b)
-                        got.setdefault(b, set()).add(a)
+            got = {a: set(nb) for a, nb in self.weights(pair).items()}
             self._links = {key: got}
         return got
 
     def weights(self, pair) -> dict:
         """{photo: {linked photo: the most unique inliers of a row between them that ``pair`` calls a
         match}} (diffusion's links, engine.diffusion)."""
-        key = ("weights", pair.coef, pair.intercept, pair.mean, pair.scale, pair.threshold, pair.min_inliers)
+        key = _pair_key(pair)
         got = self._weights.get(key)
         if got is None:
             got = {}
@@ -149,6 +142,10 @@ class MatchGraph:
         return g if g.index_id == _index_id(index_dir) else None
 
 
+def _pair_key(pair) -> tuple:
+    return (pair.coef, pair.intercept, pair.mean, pair.scale, pair.threshold, pair.min_inliers)
+
+
 class BoundGraph:
     """``same_place(names)``: (N, N) bool, True where two photos are linked."""
 
@@ -195,7 +192,7 @@ def live_weights(index, pair) -> dict:
     g = rows_for(index)
     if g is None:
         return {}
-    key = ("live", id(g), int(getattr(index, "generation", 0)), pair.coef, pair.intercept, pair.threshold)
+    key = (id(g), int(getattr(index, "generation", 0))) + _pair_key(pair)
     got = g._live.get(key)
     if got is None:
         held = set(index.photos())
