@@ -89,6 +89,11 @@ def test_the_graph_links_photos_of_one_place_and_stays_current(tmp_path, small_e
         engine.remove(["lund_06.jpg"])
         ans = engine.search(lund_feats["lund_01.jpg"], expand=0)
         assert "lund_06.jpg" not in [r.name for r in ans.results]
+        # Compaction rewrites the segments of the same build: the graph is still read.
+        from index import compact_index
+
+        compact_index(engine.index_dir)
+        assert MatchGraph.load(engine.index_dir).searched == g2.searched
     # A rebuilt index is another build: its old graph is not read.
     with Engine.build(tmp_path / "idx", first[:3], extractor=small_extractor, index_conf=EXACT, overwrite=True,
                       graph=False) as engine:
