@@ -161,7 +161,8 @@ function resultCard(r, rank, threshold) {
       : el("div", { class: "noimg", text: "no image (start the server with --db-images)" }),
     el("span", { class: "rank", text: `#${rank}` }),
   ]);
-  const inliers = r.inliers < 0 ? "not verified" : `${r.inliers} inliers`;
+  // A photo diffusion brought (or lifted) names the result it came through.
+  const inliers = (r.inliers < 0 ? "not verified" : `${r.inliers} inliers`) + (r.via ? ` · via ${r.via}` : "");
   return el("div", { class: `card result${rank === 1 && above ? " best" : ""}` }, [
     thumb,
     el("div", { class: "body" }, [
