@@ -155,8 +155,9 @@ def format_answer(ans: Answer, top: int) -> list[str]:
             mark = "*" if r.confidence >= ans.threshold else " "
             rlab = f"{(r.label or '-'):<6} " if with_label else ""
             uniq = str(r.unique_inliers) if r.verified else "-"
+            via = f"  (via {r.via})" if r.via is not None else ""
             lines.append(f"  {i:>4}  {r.confidence:>9.3f}{mark}  {inl:>7}  {uniq:>6}  {r.votes:>5}  {r.spread:>6.3f}  "
-                         f"{rlab}{r.name}")
+                         f"{rlab}{r.name}{via}")
     return lines
 
 

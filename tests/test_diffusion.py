@@ -43,6 +43,12 @@ def test_a_positive_outside_the_candidates_is_found_through_a_confident_match(lu
     # Every photo diffusion adds is of the query's place: the graph links no UKBench photo to Lund.
     assert {r.name[:5] for r in walked.results} == {"lund_"}
     assert walked.match and walked.confidence == plain.confidence
+    # `delf search` prints where it came from; its JSON says it too.
+    from engine.searching import format_answer
+
+    line = format_answer(walked, 3)[-1].split()
+    assert line[0] == "3" and line[2] == "-" and line[-2:] == ["(via", "lund_08.jpg)"]
+    assert walked.to_dict()["results"][2]["via"] == "lund_08.jpg"
 
 
 def test_diffusion_reorders_the_verified_results_by_their_links(lund_index, small_extractor):

@@ -94,6 +94,12 @@ def test_the_graph_links_photos_of_one_place_and_stays_current(tmp_path, small_e
 
         compact_index(engine.index_dir)
         assert MatchGraph.load(engine.index_dir).searched == g2.searched
+    # A damaged graph file is not read (the search goes on without it), and the next add writes a new one.
+    (tmp_path / "idx" / GRAPH_FILE).write_bytes(b"not a graph")
+    with Engine.open(tmp_path / "idx", extractor=small_extractor) as engine:
+        assert MatchGraph.load(engine.index_dir) is None
+        ans = engine.search(lund_feats["lund_01.jpg"], expand=0, exclude=["lund_01.jpg"])
+        assert ans.best.name == "lund_04.jpg" and all(r.via is None for r in ans.results)
     # A rebuilt index is another build: its old graph is not read.
     with Engine.build(tmp_path / "idx", first[:3], extractor=small_extractor, index_conf=EXACT, overwrite=True,
                       graph=False) as engine:
