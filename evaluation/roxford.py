@@ -325,9 +325,42 @@ def _evaluate_index(idx_path: str, gnd: dict, query_feats: list, extractor, veri
     return out
 
 
+def report_lines(res: dict) -> list[str]:
+    """The lines `delf evaluate roxford` prints for a result of ``evaluate_roxford`` (or the RootSIFT one)."""
+    out = []
+    for key, title in (("medium", "Medium"), ("hard", "Hard")):
+        m, n = res[key], res["no_rerank"][key]
+        out.append(f"{title:>6}: mAP {m['map']:6.2f}  mP@1 {m['mp@1']:6.2f}  mP@5 {m['mp@5']:6.2f}  "
+                   f"mP@10 {m['mp@10']:6.2f}   (no re-ranking: mAP {n['map']:6.2f})")
+    t = res["timing_ms"]
+    out.append("per query: " + ", ".join(f"{k} {v:.1f} ms" for k, v in t.items()
+                                         if isinstance(v, float) and k != "speedup_vs_skimage"))
+    x = res.get("expansion")
+    if x:
+        out.append(f"expanded from up to {x['expand']} confident results ({x['expanded_queries']} queries "
+                   f"expanded): Medium mAP {x['medium']['map']:.2f}, Hard mAP {x['hard']['map']:.2f}; positives in "
+                   f"the top 100 {res['positives_in_top100']:.3f} -> {x['positives_in_top100']:.3f}; time "
+                   f"{x['timing_ms']['ratio']:.2f}x")
+    for key, what in (("diffusion", "diffusion over the match graph"),
+                      ("expansion_diffusion", "expansion and diffusion")):
+        x = res.get(key)
+        if x:
+            out.append(f"{what} (from results with >= {x['diffuse']} unique inliers): Medium mAP "
+                       f"{x['medium']['map']:.2f}, Hard mAP {x['hard']['map']:.2f}; positives in the top 100 "
+                       f"{res['positives_in_top100']:.3f} -> {x['positives_in_top100']:.3f}; time "
+                       f"{x['timing_ms']['ratio']:.2f}x")
+    if t.get("speedup_vs_skimage"):
+        out.append(f"search + verify vs search + scikit-image verification ({t['skimage_queries']} queries): "
+                   f"{t['speedup_vs_skimage']:.1f}x faster")
+    for kind, c in res.get("compare", {}).items():
+        out.append(f"{kind} index: Medium mAP {c['medium']['map']:.2f}, Hard mAP {c['hard']['map']:.2f}, "
+                   f"positives in top 100 {c['positives_in_top100']:.3f}, search {c['timing_ms']['search']:.0f} ms")
+    return out
+
+
 def _mean(v) -> float | None:
     return round(float(np.mean(v)), 3) if len(v) else None
 
 
 __all__ = ["conf_key", "crop_query", "database_features", "database_graph", "database_index", "evaluate_roxford",
-           "oxford_layout"]
+           "oxford_layout", "report_lines"]

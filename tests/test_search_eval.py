@@ -153,3 +153,26 @@ def test_reject_summary_margin_and_true_accepts():
     s = summary(recs, threshold=0.2)
     assert s["false_accepts"] == 1 and s["margin"] == pytest.approx(0.2 - 0.25)  # negative: they overlap
     assert summary(recs[:3], threshold=0.3)["margin"] is None
+
+
+def test_roxford_report_lines_give_every_way_of_ranking():
+    from evaluation.roxford import report_lines
+
+    m = {"map": 67.07, "mp@1": 100.0, "mp@5": 76.67, "mp@10": 65.24}
+    h = {"map": 23.74, "mp@1": 50.0, "mp@5": 31.67, "mp@10": 23.33}
+
+    def way(e, d, mm, hh, ratio):
+        return {"expand": e, "diffuse": d, "medium": {"map": mm}, "hard": {"map": hh}, "expanded_queries": 4,
+                "positives_in_top100": 0.862, "timing_ms": {"ratio": ratio}}
+
+    res = {"medium": m, "hard": h, "no_rerank": {"medium": {"map": 56.06}, "hard": {"map": 11.51}},
+           "positives_in_top100": 0.681, "timing_ms": {"search": 66.8, "verify": 4.7},
+           "expansion": way(1, 0, 67.3, 23.96, 2.03), "diffusion": way(0, 3, 75.79, 30.6, 1.23),
+           "expansion_diffusion": way(1, 3, 76.31, 31.3, 1.68)}
+    lines = report_lines(res)
+    assert lines[0].split()[:3] == ["Medium:", "mAP", "67.07"] and "(no re-ranking: mAP  11.51)" in lines[1]
+    assert lines[2] == "per query: search 66.8 ms, verify 4.7 ms"
+    assert "Hard mAP 23.96" in lines[3] and lines[3].endswith("time 2.03x")
+    assert lines[4].startswith("diffusion over the match graph (from results with >= 3 unique inliers): "
+                               "Medium mAP 75.79, Hard mAP 30.60; positives in the top 100 0.681 -> 0.862")
+    assert lines[5].startswith("expansion and diffusion") and lines[5].endswith("time 1.68x") and len(lines) == 6

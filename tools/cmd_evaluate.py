@@ -88,35 +88,9 @@ def _common(p) -> None:
     add_conf_args(p)
 
 
-def _print(res: dict) -> None:
-    for key, title in (("medium", "Medium"), ("hard", "Hard")):
-        m, n = res[key], res["no_rerank"][key]
-        print(f"{title:>6}: mAP {m['map']:6.2f}  mP@1 {m['mp@1']:6.2f}  mP@5 {m['mp@5']:6.2f}  mP@10 {m['mp@10']:6.2f}"
-              f"   (no re-ranking: mAP {n['map']:6.2f})")
-    t = res["timing_ms"]
-    print("per query: " + ", ".join(f"{k} {v:.1f} ms" for k, v in t.items()
-                                    if isinstance(v, float) and k != "speedup_vs_skimage"))
-    x = res.get("expansion")
-    if x:
-        print(f"expanded from up to {x['expand']} confident results ({x['expanded_queries']} queries expanded): "
-              f"Medium mAP {x['medium']['map']:.2f}, Hard mAP {x['hard']['map']:.2f}; positives in the top 100 "
-              f"{res['positives_in_top100']:.3f} -> {x['positives_in_top100']:.3f}; time {x['timing_ms']['ratio']:.2f}x")
-    for key, what in (("diffusion", "diffusion over the match graph"),
-                      ("expansion_diffusion", "expansion and diffusion")):
-        x = res.get(key)
-        if x:
-            print(f"{what} (from results with >= {x['diffuse']} unique inliers): Medium mAP "
-                  f"{x['medium']['map']:.2f}, Hard mAP {x['hard']['map']:.2f}; positives in the top 100 "
-                  f"{res['positives_in_top100']:.3f} -> {x['positives_in_top100']:.3f}; time "
-                  f"{x['timing_ms']['ratio']:.2f}x")
-    if t.get("speedup_vs_skimage"):
-        print(f"search + verify vs search + scikit-image verification ({t['skimage_queries']} queries): "
-              f"{t['speedup_vs_skimage']:.1f}x faster")
-
-
 def run_roxford(args) -> int:
     from common.files import write_json
-    from evaluation.roxford import evaluate_roxford
+    from evaluation.roxford import evaluate_roxford, report_lines
     from evaluation.sift import evaluate_roxford_sift
 
     if args.method == "sift":
@@ -126,10 +100,7 @@ def run_roxford(args) -> int:
                                skimage_queries=args.skimage_queries, db_features=args.db_features,
                                threshold=args.threshold, expand=args.expand, index_kind=args.index_kind,
                                compare_kinds=args.compare_index, progress=not args.quiet, diffuse=args.diffuse)
-    _print(res)
-    for kind, c in res.get("compare", {}).items():
-        print(f"{kind} index: Medium mAP {c['medium']['map']:.2f}, Hard mAP {c['hard']['map']:.2f}, "
-              f"positives in top 100 {c['positives_in_top100']:.3f}, search {c['timing_ms']['search']:.0f} ms")
+    print("\n".join(report_lines(res)))
     if args.json:
         write_json(args.json, res)
     return 0
