@@ -36,7 +36,8 @@ def graph_path(index_dir) -> str:
     return os.path.join(os.fspath(index_dir), GRAPH_FILE)
 
 
-def _index_id(index_dir) -> str:
+def index_id(index_dir) -> str:
+    """The id of the index build at ``index_dir`` (its manifest's; "" for an index made before ids)."""
     from index.store import read_manifest
 
     return str(read_manifest(os.fspath(index_dir)).get("id", ""))
@@ -139,7 +140,7 @@ class MatchGraph:
                         z["inliers"], z["putative"], z["spread"])
         except (OSError, KeyError, ValueError, EOFError):
             return None
-        return g if g.index_id == _index_id(index_dir) else None
+        return g if g.index_id == index_id(index_dir) else None
 
 
 def _pair_key(pair) -> tuple:
@@ -220,5 +221,5 @@ def rows_for(index) -> "MatchGraph | None":
     return got[1]
 
 
-__all__ = ["GRAPH_FILE", "BoundGraph", "MatchGraph", "graph_for", "graph_path", "live_weights", "missing",
+__all__ = ["GRAPH_FILE", "BoundGraph", "MatchGraph", "graph_for", "graph_path", "index_id", "live_weights", "missing",
            "rows_for"]

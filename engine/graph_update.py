@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-from .graph import _CACHE, MIN_INLIERS, MatchGraph, _index_id
+from .graph import MIN_INLIERS, MatchGraph, index_id
 
 
 def graph_rows(answer) -> list:
@@ -24,16 +22,15 @@ def update_graph(index, items, settings=None, progress: bool = False, rebuild: b
 
     index_dir = index.path
     old = None if rebuild else MatchGraph.load(index_dir)
-    graph = old if old is not None else MatchGraph(_index_id(index_dir))
+    graph = old if old is not None else MatchGraph(index_id(index_dir))
     s = (settings or SearchSettings()).resolved()
     # The rows hold inliers and spread only: the pair model scores them, and no graph is read while searching.
     s = SearchSettings(s.search, s.rerank, s.calibration.pair_model, s.calibration.pair_model.threshold)
-    rows = {}
-    for name, feats in tqdm(list(items), desc="match graph", unit="photo", disable=None if progress else True):
+    rows = {}  # photos are read one at a time (``items`` may be a generator over a features file)
+    for name, feats in tqdm(items, desc="match graph", unit="photo", disable=None if progress else True):
         rows[name] = graph_rows(answer_query(index, feats, name, s, exclude=(name,)))
     graph = graph.replace(rows)
-    graph.save(index_dir)
-    _CACHE.pop(os.path.abspath(index_dir), None)
+    graph.save(index_dir)  # readers notice the new file by its stamp (engine.graph.rows_for)
     return graph
 
 
