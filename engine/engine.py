@@ -144,12 +144,15 @@ class Engine:
     # ------------------------------------------------------------ match graph
 
     def _wants_graph(self, graph: bool | None, keep_current: bool = False) -> bool:
+        """Whether to search for the match graph: as told; else at a build when diffusion or the calibration
+        reads it, and when adding photos (``keep_current``) when the index has one."""
         from .graph import graph_path
 
         if graph is not None:
             return bool(graph)
-        return (self.settings.calibration.uses_graph or self.conf.diffuse > 0
-                or (keep_current and os.path.isfile(graph_path(self.index_dir))))
+        if keep_current:
+            return os.path.isfile(graph_path(self.index_dir))
+        return self.settings.calibration.uses_graph or self.conf.diffuse > 0
 
     def _graph(self, items, rebuild: bool = False) -> None:
         from .graph_update import update_graph
@@ -259,8 +262,8 @@ class Engine:
         or features .h5 files; or (name, Features) pairs extracted with this
         engine's extractor) and add them to the index as one new segment,
         atomically: readers see all of them or none; then (``graph``; None:
-        when the index has a match graph or the calibration reads one) the new
-        photos search the index for the match graph. Returns the names added."""
+        when the index has a match graph) the new photos search the index for
+        the match graph. Returns the names added."""
         from delf.features import Features
         from index import add_features_to_index, add_to_index
 
@@ -286,8 +289,9 @@ class Engine:
         if added and self._wants_graph(graph, keep_current=True):
             if h5:
                 self._graph_from_files(h5, names=added)
+            new = set(added)
             if items:
-                self._graph([(n, f) for n, f in items if n in set(added)])
+                self._graph([(n, f) for n, f in items if n in new])
         return added
 
     def remove(self, names) -> list[str]:
