@@ -260,8 +260,6 @@ def with_graph_context(data: CalibrationData, pair: Calibration,
             x[rows, FEATURES.index("log_support")] = np.log1p(sup)
         return x
 
-    import dataclasses
-
     out = dataclasses.replace(data, x=redo(data.x, data.inliers, data.query, data.names))
     if data.has_null and len(data.null_x):
         out.null_x = redo(data.null_x, data.null_inliers, data.null_query, data.null_names)

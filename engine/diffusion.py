@@ -30,7 +30,7 @@ def diffuse(answer: Answer, weights: dict, exclude=(), min_source: int = MIN_SOU
     ({photo: {linked photo: link's unique inliers}}, ``MatchGraph.weights``)."""
     if not answer.results or not weights:
         return answer
-    skip = set(exclude) | {answer.query}
+    skip = set(exclude)
     key = {r.name: r.inliers for r in answer.results}
     via: dict = {}
     for r in answer.results:

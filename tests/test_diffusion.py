@@ -100,10 +100,10 @@ def test_diffuse_by_hand():
                       unique_inliers=inliers if unique is None else unique, confidence=0.0)
 
     ans = Answer(query="q", results=[res("a", 40), res("b", 12), res("c", 9), res("d", 2)], threshold=0.5)
-    weights = {"a": {"c": 30, "x": 50, "q": 90, "gone": 80}, "c": {"b": 100}, "d": {"y": 100}}
+    weights = {"a": {"c": 30, "x": 50, "gone": 80}, "c": {"b": 100}, "d": {"y": 100}}
     out = diffuse(ans, weights, exclude=("gone",), min_source=3)
     # c: min(40, 30) = 30 via a; x: min(40, 50) = 40 via a (new, after a on the tie); b: min(9, 100) = 9 < 12
-    # stays; d (2 unique inliers) lends nothing; the query and left-out photos are never walked to.
+    # stays; d (2 unique inliers) lends nothing; left-out photos are never walked to.
     assert [(r.name, r.via) for r in out.results] == [("a", None), ("x", "a"), ("c", "a"), ("b", None), ("d", None)]
     assert not out.results[1].verified and np.isclose(out.results[1].confidence, 0.0)
     assert diffuse(ans, {}) is ans and diffuse(ans, weights, min_source=100) is ans
