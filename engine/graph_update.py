@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from .graph import MIN_INLIERS, MatchGraph, index_id
 
 
