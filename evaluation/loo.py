@@ -78,7 +78,7 @@ def evaluate_loo(data: str, work: str, expand_values=(0, 1), conf=None, candidat
     from index import IndexConf, build_index, index_info
 
     from .collection import collection_inputs
-    from .roxford import conf_key
+    from .roxford import conf_key, database_graph
 
     items, labels = collection_inputs(data)
     os.makedirs(work, exist_ok=True)
@@ -94,15 +94,7 @@ def evaluate_loo(data: str, work: str, expand_values=(0, 1), conf=None, candidat
             or index_info(index_dir)["kind"] != IndexConf().kind:
         build_index(index_dir, [features], IndexConf(build_threads=1), overwrite=True)
     if any(diffuse_values):
-        from engine.graph import missing
-        from engine.graph_update import update_graph_from_features
-        from index import Index
-
-        with Index(index_dir) as index:
-            todo = missing(index_dir, index.photos())
-        if todo:
-            log(f"match graph: {len(todo)} photos search the index")
-            update_graph_from_features(index_dir, [features], todo)
+        database_graph(index_dir, features, log)
     res = leave_one_out(features, index_dir, labels, expand_values, candidates, progress, log, diffuse_values)
     return {"expand": res, "setup": {"data": os.path.abspath(data), "features": features, "index": index_dir,
                                      "candidates": candidates, "extractor_conf": extractor.resolved_conf()}}

@@ -229,8 +229,8 @@ def _evaluate_index(idx_path: str, gnd: dict, query_feats: list, extractor, veri
     from engine import Engine
     from engine.searching import search_query
 
-    rer, norr, rerx, per_query = {}, {}, {}, []
-    t_search, t_verify, t_sk, t_expand, n_expanded = [], [], [], [], 0
+    rer, norr, per_query = {}, {}, []
+    t_search, t_verify, t_sk = [], [], []
     # The engine's other ways of ranking, each on the same queries: (expand, diffuse) -> rankings, times.
     ways = {}
     if expand:
@@ -259,10 +259,6 @@ def _evaluate_index(idx_path: str, gnd: dict, query_feats: list, extractor, veri
                 other[key][1].append((time.perf_counter() - t0) * 1000)
                 other[key][2].append(bool(ansx.expanded_from))
                 other[key][0][name], _ = _full_ranking(engine.index, last, settings, ansx, gnd["database"])
-                if key == "expansion":
-                    t_expand.append(other[key][1][-1])
-                    n_expanded += bool(ansx.expanded_from)
-                    rerx[name] = other[key][0][name]
             pos, junk = protocol(q, "medium")
             top = next((r for r in ans.results if r.name[:-4] not in junk), None)
             per_query.append({
@@ -277,6 +273,8 @@ def _evaluate_index(idx_path: str, gnd: dict, query_feats: list, extractor, veri
                 f"{ans.verify_ms:.0f} ms")
     res = evaluate_rankings(gnd, rer)
     nr = evaluate_rankings(gnd, norr)
+    rerx, t_expand, expanded = other.get("expansion", ({}, [], []))
+    n_expanded = int(sum(expanded))
     ex = evaluate_rankings(gnd, rerx) if expand else None
     for pqr in per_query:
         pqr.update({f"ap_{s}": res["per_query"].get(pqr["query"], {}).get(s, {}).get("ap") for s in ("medium", "hard")})
