@@ -37,11 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.labels import LabelledPhoto, labelled_photos
-from verify.confidence import (FEATURES, FEATURES_V1, SUPPORT_MIN_INLIERS, Calibration, feature_matrix, fit_logistic,
-                               graph_context)
+from verify.confidence import (FEATURES, FEATURES_V2, SUPPORT_MIN_INLIERS, VERSION_FEATURES, Calibration,
+                               feature_matrix, fit_logistic, graph_context)
 
-NEUTRAL = Calibration(coef=(1.0,) + (0.0,) * (len(FEATURES) - 1), intercept=0.0, mean=(0.0,) * len(FEATURES),
-                      scale=(1.0,) * len(FEATURES), min_inliers=0)
+NEUTRAL = Calibration(coef=(1.0,) + (0.0,) * (len(FEATURES_V2) - 1), intercept=0.0, mean=(0.0,) * len(FEATURES_V2),
+                      scale=(1.0,) * len(FEATURES_V2), min_inliers=0)
 # The examples weigh known and unknown places about equally, so the threshold
 # the 1% rule sets can lie below 0.5; below this floor it is not set.
 THRESHOLD_FLOOR = 0.2
@@ -59,12 +59,16 @@ USE_V1 = ("log_inliers", "spread")
 # results is regularised less than the others (chosen by cross-validation over places, docs/results.md).
 USE_V3 = ("log_inliers", "spread", "log_margin", "log_support")
 L2_V3 = 1e-3
-# The model `delf calibrate` fits unless told otherwise: version 1 (the shipped default). Versions 2 and 3
+# Version 4 is version 1 plus the fitted model's scale change, fitted on every candidate of the first searches
+# and the best result of each not-a-match search (chosen by cross-validation over places on the non-Oxford
+# photos, docs/results.md#confidence-version-4).
+USE_V4 = ("log_inliers", "spread", "scale_change")
+# The model `delf calibrate` fits unless told otherwise: version 1 (the shipped default). Versions 2, 3 and 4
 # met the cross-validated targets on the non-Oxford photos but accepted photos of other places on Oxford
-# (5 and 3 of 202; docs/results.md#confidence-version-3).
+# (5, 3 and 2 of 202; docs/results.md#confidence-version-4).
 DEFAULT_VERSION = 1
 CV_FOLDS = 5
-EXAMPLES_VERSION = 3
+EXAMPLES_VERSION = 4
 
 
 def shared_data_photos(data: str) -> list[LabelledPhoto]:
@@ -228,7 +232,8 @@ def result_features(results) -> np.ndarray:
     """(N, len(FEATURES)) features of verified results (verify.rerank.Result), as ``rerank`` scored them."""
     rs = list(results)
     return feature_matrix([r.unique_inliers for r in rs], [r.putative for r in rs], [r.spread for r in rs],
-                          [r.other_place for r in rs], [r.same_place for r in rs], [r.distortion for r in rs])
+                          [r.other_place for r in rs], [r.same_place for r in rs], [r.distortion for r in rs],
+                          [r.scale_change for r in rs])
 
 
 def with_graph_context(data: CalibrationData, pair: Calibration,
@@ -241,8 +246,7 @@ def with_graph_context(data: CalibrationData, pair: Calibration,
     the photos it left out, so the same graph serves both kinds of search."""
     if data.names is None or data.query_names is None or (data.has_null and data.null_names is None):
         raise ValueError("these calibration examples do not name their photos; run `delf calibrate` again")
-    put = np.rint(np.expm1(data.x[:, FEATURES.index("log_putative")]))
-    conf = pair.confidence(data.inliers, put, data.x[:, FEATURES.index("spread")]) if len(data.x) else np.zeros(0)
+    conf = pair.score(data.x, data.inliers) if len(data.x) else np.zeros(0)
     links: dict = {}
     for i in np.flatnonzero(conf >= pair.threshold):
         a, b = str(data.query_names[int(data.query[i])]), str(data.names[i])
@@ -282,9 +286,12 @@ def fit(data: CalibrationData, min_inliers: int = 5, l2: float | None = None, fi
     examples then already carry that model's graph context, as
     ``cross_validate`` prepares them), reads the margin and support from the
     match graph (``with_graph_context``) and fits the best results over
-    USE_V3. Returns the calibration and a report."""
-    if version not in (1, 2, 3):
-        raise ValueError(f"calibration version must be 1, 2 or 3, got {version!r}")
+    USE_V3. Version 4 is fitted like version 1, over USE_V4, with the best
+    result of each not-a-match search added as a non-matching example.
+    Returns the calibration and a report."""
+    if version not in VERSION_FEATURES:
+        raise ValueError(f"calibration version must be one of {', '.join(map(str, VERSION_FEATURES))}, "
+                         f"got {version!r}")
     if version == 3:
         if pair is None:
             pair, _ = fit(data, min_inliers=min_inliers, fitted_on=fitted_on,
@@ -293,10 +300,13 @@ def fit(data: CalibrationData, min_inliers: int = 5, l2: float | None = None, fi
         use = use or USE_V3
         l2 = L2_V3 if l2 is None else l2
     l2 = 1e-2 if l2 is None else l2
-    if version == 1:
+    if version in (1, 4):
         k = data.inliers >= min_inliers
         x, y = data.x[k], data.y[k]
-        use, floor = use or USE_V1, THRESHOLD_FLOOR_V1
+        use, floor = use or (USE_V1 if version == 1 else USE_V4), THRESHOLD_FLOOR_V1
+        if version == 4 and data.has_null and len(data.null_x):
+            kn = data.null_best & (data.null_inliers >= min_inliers)
+            x, y = np.concatenate([x, data.null_x[kn]]), np.concatenate([y, np.zeros(int(kn.sum()))])
     else:
         x, y = decisive(data, min_inliers)
         use, floor = use or USE, THRESHOLD_FLOOR
@@ -305,13 +315,12 @@ def fit(data: CalibrationData, min_inliers: int = 5, l2: float | None = None, fi
                          f"({int(y.sum())} matching, {int((1 - y).sum())} not); label more photos")
     if not 0.0 <= max_false_accept_rate < 1.0:
         raise ValueError(f"max_false_accept_rate must be in [0, 1), got {max_false_accept_rate}")
+    features = VERSION_FEATURES[version]
+    if set(use) - set(features):
+        raise ValueError(f"a version {version} model uses only {', '.join(features)}")
     coef, intercept, mean, scale = fit_logistic(x, y, l2=l2, use=use)
-    features = FEATURES
-    if version == 1:
-        if set(use) - set(FEATURES_V1):
-            raise ValueError(f"a version 1 model uses only {', '.join(FEATURES_V1)}")
-        n = len(FEATURES_V1)
-        coef, mean, scale, features = coef[:n], mean[:n], scale[:n], FEATURES_V1
+    cols = [FEATURES.index(f) for f in features]
+    coef, mean, scale = coef[cols], mean[cols], scale[cols]
     cal = Calibration(tuple(coef), intercept, tuple(mean), tuple(scale), threshold=0.5, min_inliers=min_inliers,
                       features=features, fitted_on=dict(fitted_on or {}), pair=pair if version == 3 else None,
                       support_min=support_min)
@@ -337,6 +346,7 @@ def fit(data: CalibrationData, min_inliers: int = 5, l2: float | None = None, fi
         threshold = min(threshold, 0.995)
     cal = dataclasses.replace(cal, threshold=float(round(threshold, 4)))
     report = report_on(cal, data)
+    report["examples_fitted"] = int(len(y))  # report_on counts the decisive results its reliability table reads
     report["max_negative_confidence"] = round(neg_max, 4)
     report["max_false_accept_rate"] = max_false_accept_rate
     return cal, report
@@ -502,7 +512,7 @@ def calibrate(photos: list, out: str, work: str, extractor_conf=None, candidates
     """`delf calibrate`: extract ``photos`` (LabelledPhoto) into WORK/features.h5
     (resumable; photos that cannot be used are left out and reported), run the
     two searches per photo (``collect``), fit the confidence (``fit``, model
-    ``version`` 1 or 2), cross-validate it over places and save it to ``out``
+    ``version`` 1 to 4), cross-validate it over places and save it to ``out``
     atomically. Returns (calibration, report)."""
     import sys
 
@@ -525,8 +535,9 @@ def calibrate(photos: list, out: str, work: str, extractor_conf=None, candidates
     data = collect(photos, feats, work, settings, progress=progress)
     fitted_on = {"photos": len(photos), "labels": len({p.label for p in photos}), "sources": list(sources),
                  "candidates": candidates, "command": command}
-    if version not in (1, 2, 3):
-        raise ValueError(f"calibration version must be 1, 2 or 3, got {version!r}")
+    if version not in VERSION_FEATURES:
+        raise ValueError(f"calibration version must be one of {', '.join(map(str, VERSION_FEATURES))}, "
+                         f"got {version!r}")
     cal, rep = fit(data, min_inliers=min_inliers, fitted_on=fitted_on, threshold=threshold,
                    max_false_accept_rate=max_false_accept_rate, version=version)
     if data.query_labels is not None and len(set(data.query_labels)) >= CV_FOLDS and threshold is None:

@@ -55,9 +55,10 @@ def match_features(f1, f2, model: str = "affine", residual_threshold: float | No
     uniq = unique_inliers(src, dst, v.inliers)
     conf = 0.0
     if calibration is not None:
-        from verify.confidence import distortion
+        from verify.confidence import distortion, scale_change
 
-        conf = float(calibration.pair_confidence([uniq], [int(keep.sum())], [v.spread], [distortion(v.model)])[0])
+        conf = float(calibration.pair_confidence([uniq], [int(keep.sum())], [v.spread], [distortion(v.model)],
+                                                   [scale_change(v.model)])[0])
     return Pair(f1, f2, m, v, uniq, conf)
 
 

@@ -149,6 +149,39 @@ def test_threshold_rule_by_hand():
     assert "not_a_match_queries" not in rep0
 
 
+def test_version_4_fits_the_candidates_and_the_not_a_match_bests_over_inliers_spread_and_scale():
+    """Wrong photos that reach as many inliers as right ones, but on a model that zooms 3-8x: version 4
+    learns to discount the zoom; version 1, blind to it, must set its threshold higher and accepts fewer
+    right photos."""
+    rng = np.random.default_rng(5)
+    n_q = 200
+    x, y, inl, q, best = [], [], [], [], []
+    for i in range(n_q):
+        n = np.r_[rng.integers(12, 40), rng.integers(5, 30, 3)]
+        scale = np.r_[rng.uniform(0.0, 0.5), rng.uniform(1.1, 2.1, 3)]
+        x.append(feature_matrix(n, n * 3, np.full(4, 0.1), scale_change=scale))
+        y.append(np.r_[1.0, 0.0, 0.0, 0.0])
+        inl.append(n)
+        q.append(np.full(4, i))
+        best.append(np.arange(4) == np.argmax(n))
+    nn = rng.integers(5, 30, n_q)
+    null = dict(null_x=feature_matrix(nn, nn * 3, np.full(n_q, 0.1), scale_change=rng.uniform(1.1, 2.1, n_q)),
+                null_inliers=nn.astype(float), null_query=np.arange(n_q), null_queries=n_q)
+    x, y, inl, q, best = map(np.concatenate, (x, y, inl, q, best))
+    data = CalibrationData(x, y, inl.astype(float), q, n_q, best=best, **null)
+    v4, r4 = fit(data, max_false_accept_rate=0.01, version=4)
+    v1, r1 = fit(data, max_false_accept_rate=0.01, version=1)
+    assert v4.version == 4 and v1.version == 1
+    # Every candidate of the first searches with >= 5 inliers, and the best of each not-a-match search.
+    assert r4["examples_fitted"] == int((inl >= 5).sum()) + n_q
+    coef = dict(zip(v4.features, v4.coef))
+    assert coef["scale_change"] < 0 and coef["log_inliers"] > 0
+    assert coef["inlier_ratio"] == coef["log_putative"] == 0.0
+    # The same 1% rule: at most 2 of the 200 not-a-match searches accept.
+    assert r4["not_a_match_queries_accepting"] <= 2 and r1["not_a_match_queries_accepting"] <= 2
+    assert r4["right_best_accepted"] > r1["right_best_accepted"] + 20
+
+
 def test_place_folds_keep_each_place_in_one_fold():
     labels = np.array(["a"] * 30 + ["b"] * 4 + ["c"] * 4 + ["d"] * 2 + ["e"] * 2 + ["f"] * 2 + ["g"] * 12)
     folds = place_folds(labels, k=3)

@@ -13,8 +13,8 @@ import pytest
 
 from index import IndexConf
 from tests.conftest import need_data
-from verify.confidence import (FEATURES, FEATURES_V1, SAME_PLACE_MIN_INLIERS, Calibration, context, context_path,
-                               distortion, feature_matrix)
+from verify.confidence import (FEATURES_V1, FEATURES_V2, FEATURES_V4, SAME_PLACE_MIN_INLIERS, Calibration,
+                               context, context_path, distortion, feature_matrix, scale_change, scale_model_path)
 
 # The calibration shipped before version 2 (logistic on log(1 + unique inliers) and spread), verbatim.
 V1 = {
@@ -48,7 +48,8 @@ def test_a_version_1_file_still_loads_and_scores_as_it_did(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"version": 4}, "refit with `delf calibrate`"),
+    ({"version": 5}, "refit with `delf calibrate`"),
+    ({"version": 4}, "refit with `delf calibrate`"),  # version 4 lists five features, not four
     ({"version": 3}, "pair model"),  # a version 3 file carries its pair model
     ({"version": 2}, "refit with `delf calibrate`"),  # version 2 lists seven features, not four
     ({"features": ["log_inliers", "spread"]}, "refit with `delf calibrate`"),
@@ -65,7 +66,7 @@ def test_the_version_2_calibration_is_monotone_in_the_evidence():
     # The default stays the version 1 model (the version 2 one failed Oxford's rejection, docs/results.md).
     assert Calibration.load().version == 1
     cal = Calibration.load(context_path())
-    assert cal.version == 2 and cal.features == FEATURES and cal.uses_context
+    assert cal.version == 2 and cal.features == FEATURES_V2 and cal.uses_context
     coef = dict(zip(cal.features, cal.coef))
     for f in ("log_inliers", "spread", "log_margin", "log_support"):
         assert coef[f] > 0, f
@@ -97,6 +98,54 @@ def test_distortion_of_a_model():
     assert distortion(rot) == pytest.approx(0.0, abs=1e-12)
     assert distortion(np.diag([1.0, 0.5, 1.0])) == pytest.approx(math.log(2))
     assert distortion(np.array([[1.0, 0.0, 0], [0.0, 0.0, 0], [0, 0, 1]])) == 10.0
+
+
+def test_scale_change_of_a_model():
+    assert scale_change(None) == 0.0
+    rot = np.array([[math.cos(0.3), -math.sin(0.3), 5], [math.sin(0.3), math.cos(0.3), 7], [0, 0, 1]])
+    assert scale_change(rot) == pytest.approx(0.0, abs=1e-12)
+    # A 2x zoom either way, with or without a rotation, is log 2; a 2:1 squash keeps the area: no scale change.
+    for m in (np.diag([2.0, 2.0, 1.0]), np.diag([0.5, 0.5, 1.0]), rot @ np.diag([2.0, 2.0, 1.0])):
+        assert scale_change(m) == pytest.approx(math.log(2))
+    assert scale_change(np.diag([2.0, 0.5, 1.0])) == pytest.approx(0.0, abs=1e-12)
+    assert scale_change(np.array([[1.0, 0.0, 0], [0.0, 0.0, 0], [0, 0, 1]])) == 10.0
+
+
+def test_scale_change_of_verified_zoomed_photos_matches_the_exact_homography():
+    """The boat sequence (zoom and rotation) with its exact homographies: the fitted model's scale change
+    is the true one."""
+    from delf.extractor import Extractor
+    from engine.pairs import match_pair
+
+    folder = need_data("homography", "boat")
+    extractor = Extractor()
+    for n in (2, 3):
+        h = np.loadtxt(folder / f"H1to{n}p")
+        truth = abs(0.5 * math.log(abs(np.linalg.det(h[:2, :2])) / h[2, 2] ** 2))
+        pair = match_pair(extractor, str(folder / "img1.jpg"), str(folder / f"img{n}.jpg"),
+                          calibration=Calibration.load())
+        assert pair.unique_inliers >= 30 and truth > 0.1
+        assert scale_change(pair.verification.model) == pytest.approx(truth, abs=0.03)
+
+
+def test_the_version_4_calibration_discounts_an_implausible_scale_change():
+    # Shipped beside the default, not the default (it accepted 2 of Oxford's 202 photos of other places).
+    cal = Calibration.load(scale_model_path())
+    assert cal.version == 4 and cal.features == FEATURES_V4 and not cal.uses_context
+    assert cal.pair_model is cal and Calibration.load().version == 1
+    coef = dict(zip(cal.features, cal.coef))
+    assert coef["log_inliers"] > 0 and coef["spread"] > 0 and coef["scale_change"] < 0
+    # The same verification, its model zooming more: less confident; more inliers or spread: more.
+    base = dict(inliers=[25], putative=[100], spread=[0.05], scale_change=[0.2])
+    c0 = cal.confidence(**base)[0]
+    assert cal.confidence(**{**base, "scale_change": [1.5]})[0] < c0
+    for key, value in (("inliers", [30]), ("spread", [0.1])):
+        assert cal.confidence(**{**base, key: value})[0] > c0, key
+    # A pair verified alone (`delf match`) is scored with its scale change too.
+    assert cal.pair_confidence([25], [100], [0.05], scale_change=[1.5])[0] == cal.confidence(
+        **{**base, "scale_change": [1.5]})[0]
+    # Round trip.
+    assert Calibration.from_dict(cal.to_dict()) == cal
 
 
 def _ukbench(*numbers):

@@ -215,7 +215,7 @@ CASES = [
     ("calibrate-labels-bad", ["calibrate", "--images", "photos", "--labels", "labels.csv", "--out", "c.json"],
      "labels.csv"),
     ("calibrate-model-version-bad", ["calibrate", "--images", "photos", "--labels", "labels.csv", "--out", "c.json",
-                                     "--model-version", "4"], "--model-version"),
+                                     "--model-version", "5"], "--model-version"),
     ("calibrate-unwritable", ["calibrate", "--images", "photos", "--labels", "labels.csv", "--out", "ro/c.json"],
      "ro/c.json"),
     # evaluate

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from evaluation.metrics import average_precision, evaluate_rankings, positive_ranks, precision_at, protocol
-from verify.confidence import FEATURES, NONNEGATIVE, NONPOSITIVE, Calibration, feature_matrix, fit_logistic
+from verify.confidence import FEATURES, FEATURES_V2, NONNEGATIVE, NONPOSITIVE, Calibration, feature_matrix, fit_logistic
 from verify.rerank import rank_key
 
 
@@ -95,7 +95,9 @@ def test_fit_keeps_evidence_coefficients_nonnegative():
             assert c >= 0, f
         if f in NONPOSITIVE:
             assert c <= 0, f
-    cal = Calibration(tuple(coef), b, tuple(mean), tuple(scale), min_inliers=5)
+    k = len(FEATURES_V2)  # scale_change is 0 here: a version 2 model over the other columns
+    assert coef[k:].tolist() == [0.0]
+    cal = Calibration(tuple(coef[:k]), b, tuple(mean[:k]), tuple(scale[:k]), min_inliers=5)
     p = cal.confidence(inl, put, spread)
     # It separates the two classes it was fitted on.
     assert p[y == 1].mean() > 0.7 > 0.3 > p[y == 0].mean()

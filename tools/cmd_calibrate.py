@@ -36,12 +36,14 @@ def register(sub) -> None:
     p.add_argument("--max-false-accept-rate", type=float, default=0.01,
                    help="fraction of those not-a-match searches allowed to accept a photo at the default "
                         "threshold (default: %(default)s)")
-    p.add_argument("--model-version", type=int, choices=(1, 2, 3), default=1,
-                   help="1: unique inliers and spread, fitted on every candidate (the shipped default); "
+    p.add_argument("--model-version", type=int, choices=(1, 2, 3, 4),
+                   help="4: unique inliers, spread and the fitted model's scale change, fitted on every candidate "
+                        "and the best result of each not-a-match search; 1: unique inliers and spread, fitted on "
+                        "every candidate; "
                         "3: also the result's margin over the strongest other place and the support of a second "
                         "photo of its place, 'same place' read from the database's match graph (`delf index build` "
                         "makes it); 2: as 3 with 'same place' read from shared query keypoints, "
-                        "plus model distortion (default: %(default)s)")
+                        "plus model distortion (default: the version of the shipped model)")
     p.add_argument("--report", help="also write the fit's report (counts, reliability table, cross-validation "
                                     "over places) as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -55,7 +57,7 @@ def run(args) -> int:
     from common.errors import UserError
     from common.files import write_json
     from common.labels import labelled_photos
-    from engine.calibration import calibrate, shared_data_photos
+    from engine.calibration import DEFAULT_VERSION, calibrate, shared_data_photos
 
     if len(args.images) != len(args.labels):
         raise UserError("give one --labels CSV per --images folder")
@@ -70,7 +72,7 @@ def run(args) -> int:
     cal, rep = calibrate(photos, args.out, work, conf_from_args(args), candidates=args.candidates,
                          min_inliers=args.min_inliers, threshold=args.threshold,
                          max_false_accept_rate=args.max_false_accept_rate, sources=sources, command=command,
-                         progress=not args.quiet, log=print, version=args.model_version)
+                         progress=not args.quiet, log=print, version=args.model_version or DEFAULT_VERSION)
     if args.report:
         write_json(args.report, rep)
     print(json.dumps({k: v for k, v in rep.items() if k != "reliability"}, indent=1))

@@ -21,6 +21,16 @@ says about a candidate and about the candidates beside it in the same answer:
   distortion    log of the ratio of the fitted affine map's two singular values
                 (0: no shear or anisotropic stretch); a larger value is less
                 plausible, so its coefficient is held <= 0
+  scale_change  |log| of the fitted affine map's scale (the square root of its
+                determinant's magnitude): 0 when both photos show the scene at
+                one scale. Photos of one place rarely differ by more than 2x;
+                a wrong photo's model often shrinks a whole region onto a few
+                pixels (a repeated texture matched across pyramid levels), so
+                its coefficient is held <= 0
+
+Version 4 (shipped beside the default, not the default) is version 1 plus the scale change: a candidate's
+confidence depends on its own verification only (no margin, no support), so
+a lone strong look-alike in a large database is judged like any other pair.
 
 Version 3 (shipped beside the default, not the default) reads "same place" from the database itself: two
 photos are one place when the database's match graph links them (each
@@ -49,14 +59,19 @@ import numpy as np
 
 FEATURES_V1 = ("log_inliers", "spread", "inlier_ratio", "log_putative")
 CONTEXT = ("log_margin", "log_support", "distortion")
-FEATURES = FEATURES_V1 + CONTEXT
+FEATURES_V2 = FEATURES_V1 + CONTEXT  # versions 2 and 3
+FEATURES_V4 = FEATURES_V1 + ("scale_change",)
+# Every feature ``feature_matrix`` computes, in its column order (each version's list is a subset).
+FEATURES = FEATURES_V2 + ("scale_change",)
 # Features whose coefficient must not be negative (more evidence never lowers confidence) ...
 NONNEGATIVE = ("log_inliers", "spread", "inlier_ratio", "log_margin", "log_support")
 # ... and those whose coefficient must not be positive (a less plausible model never raises it).
-NONPOSITIVE = ("distortion",)
+NONPOSITIVE = ("distortion", "scale_change")
 FORMAT = "delf-confidence"
-VERSION = 3
-VERSIONS = (1, 2, 3)
+VERSION = 4
+VERSIONS = (1, 2, 3, 4)
+# The features each version's file lists.
+VERSION_FEATURES = {1: FEATURES_V1, 2: FEATURES_V2, 3: FEATURES_V2, 4: FEATURES_V4}
 # Version 3: a second photo of the same place lends support only with at least this many unique inliers
 # (chosen with cross-validation over places on non-Oxford photos, docs/results.md#confidence-version-3).
 SUPPORT_MIN_INLIERS = 20
@@ -81,29 +96,39 @@ def graph_model_path() -> str:
     return os.path.join(os.path.dirname(__file__), "data", "confidence-v3.json")
 
 
+def scale_model_path() -> str:
+    """The version 4 model fitted on the non-Oxford photos (``delf calibrate --model-version 4``), shipped
+    beside the default but not the default: on Oxford it accepted 2 of the 202 photos of other places
+    (docs/results.md#confidence-version-4)."""
+    return os.path.join(os.path.dirname(__file__), "data", "confidence-v4.json")
+
+
 def context_path() -> str:
     """The version 2 model fitted on the non-Oxford photos (``delf calibrate``), shipped beside the default
     but not the default: on Oxford it accepted 5 of the 202 photos of other places (docs/results.md)."""
     return os.path.join(os.path.dirname(__file__), "data", "confidence-v2.json")
 
 
-def feature_matrix(inliers, putative, spread, other_place=None, same_place=None, distortion=None) -> np.ndarray:
+def feature_matrix(inliers, putative, spread, other_place=None, same_place=None, distortion=None,
+                   scale_change=None) -> np.ndarray:
     """(N, len(FEATURES)) float64 features of N verified candidates.
 
     other_place: unique inliers of the strongest other candidate of another
     place in the same answer (0 or None: none); same_place: of the strongest
-    other candidate of the same place (0 or None: none); distortion: of each
-    fitted model (``distortion``; None: 0). ``context`` computes the first two."""
+    other candidate of the same place (0 or None: none); distortion and
+    scale_change: of each fitted model (``distortion``, ``scale_change``;
+    None: 0). ``context`` computes the first two."""
     inl = np.asarray(inliers, np.float64).reshape(-1)
     put = np.asarray(putative, np.float64).reshape(-1)
     spr = np.asarray(spread, np.float64).reshape(-1)
     extra = []
-    for name, v in (("other_place", other_place), ("same_place", same_place), ("distortion", distortion)):
+    for name, v in (("other_place", other_place), ("same_place", same_place), ("distortion", distortion),
+                    ("scale_change", scale_change)):
         v = np.zeros(len(inl)) if v is None else np.asarray(v, np.float64).reshape(-1)
         if len(v) != len(inl) or not np.isfinite(v).all() or (v < 0).any():
             raise ValueError(f"{name} must hold one finite number >= 0 per candidate ({len(inl)}), got {len(v)}")
         extra.append(v)
-    other, same, dist = extra
+    other, same, dist, scale = extra
     if not (len(inl) == len(put) == len(spr)):
         raise ValueError(f"inliers, putative and spread must have one entry per candidate, got "
                          f"{len(inl)}, {len(put)} and {len(spr)}")
@@ -111,7 +136,7 @@ def feature_matrix(inliers, putative, spread, other_place=None, same_place=None,
         raise ValueError("need 0 <= inliers <= putative correspondences for every candidate")
     ratio = np.divide(inl, put, out=np.zeros_like(inl), where=put > 0)
     return np.stack([np.log1p(inl), np.clip(spr, 0.0, 1.0), ratio, np.log1p(put),
-                     np.log1p(inl) - np.log1p(other), np.log1p(same), dist], axis=1)
+                     np.log1p(inl) - np.log1p(other), np.log1p(same), dist, scale], axis=1)
 
 
 def distortion(model) -> float:
@@ -124,6 +149,18 @@ def distortion(model) -> float:
     if not np.isfinite(s).all() or s[1] <= 1e-12:
         return 10.0
     return float(min(np.log(s[0] / s[1]), 10.0))
+
+
+def scale_change(model) -> float:
+    """|log| of a model's scale change, the square root of its 2x2 linear
+    part's determinant magnitude: 0 when the two photos show the scene at one
+    scale, 0.69 for a 2x zoom either way; 0 when there is no model, 10 at most."""
+    if model is None:
+        return 0.0
+    det = abs(float(np.linalg.det(np.asarray(model, np.float64)[:2, :2])))
+    if not math.isfinite(det) or det <= 1e-12:
+        return 10.0
+    return float(min(abs(0.5 * math.log(det)), 10.0))
 
 
 def graph_context(inliers, same, support_min: int = SUPPORT_MIN_INLIERS) -> tuple[np.ndarray, np.ndarray]:
@@ -189,9 +226,11 @@ class Calibration:
     """Logistic confidence: sigmoid(intercept + ((x - mean) / scale) . coef),
     x the candidate's values of ``features``.
 
-    features: FEATURES (version 2) or FEATURES_V1 (a version 1 file: no
-              context, and the confidence of a candidate does not depend on
-              the others).
+    features: the version's list (VERSION_FEATURES): FEATURES_V1 (version
+              1) and FEATURES_V4 (version 4) read no context, so a
+              candidate's confidence does not depend on the others;
+              FEATURES_V2 (versions 2 and 3) adds the margin, support and
+              distortion.
     threshold: the default confidence at or above which a result is a match.
     min_inliers: below this many inliers the confidence is 0 (an affine model
                  from 3-4 points proves nothing).
@@ -204,7 +243,7 @@ class Calibration:
     scale: tuple
     threshold: float = 0.5
     min_inliers: int = 5
-    features: tuple = FEATURES
+    features: tuple = FEATURES_V2
     fitted_on: dict = field(default_factory=dict, compare=False)
     # Version 3: the pair model (a version 1 calibration) whose matches are the database's match-graph
     # edges, and the support floor of ``graph_context``. None: version 1 or 2.
@@ -213,9 +252,10 @@ class Calibration:
 
     def __post_init__(self):
         n = len(self.features)
-        if tuple(self.features) not in (FEATURES, FEATURES_V1):
-            raise ValueError(f"calibration features {list(self.features)} are neither this version's "
-                             f"{list(FEATURES)} nor version 1's {list(FEATURES_V1)}; refit with `delf calibrate`")
+        if tuple(self.features) not in VERSION_FEATURES.values():
+            raise ValueError(f"calibration features {list(self.features)} are none of the lists this engine reads "
+                             f"({'; '.join(', '.join(f) for f in (FEATURES_V1, FEATURES_V2, FEATURES_V4))}); "
+                             f"refit with `delf calibrate`")
         for name in ("coef", "mean", "scale"):
             v = getattr(self, name)
             if len(v) != n or not all(math.isfinite(float(x)) for x in v):
@@ -231,14 +271,15 @@ class Calibration:
         if self.pair is not None:
             if not isinstance(self.pair, Calibration) or self.pair.version != 1:
                 raise ValueError("a version 3 calibration's pair model must be a version 1 calibration")
-            if tuple(self.features) != FEATURES:
-                raise ValueError(f"a version 3 calibration lists the features {list(FEATURES)}")
+            if tuple(self.features) != FEATURES_V2:
+                raise ValueError(f"a version 3 calibration lists the features {list(FEATURES_V2)}")
             if int(self.support_min) < 0:
                 raise ValueError(f"support_min must be >= 0, got {self.support_min!r}")
 
     @property
     def version(self) -> int:
-        return 1 if tuple(self.features) == FEATURES_V1 else 3 if self.pair is not None else 2
+        f = tuple(self.features)
+        return 1 if f == FEATURES_V1 else 4 if f == FEATURES_V4 else 3 if self.pair is not None else 2
 
     @property
     def uses_graph(self) -> bool:
@@ -259,12 +300,12 @@ class Calibration:
 
     # ------------------------------------------------------------ scoring
     def logit(self, x: np.ndarray) -> np.ndarray:
-        """Logit of (N, len(FEATURES)) features (``feature_matrix``); a
-        version 1 calibration also takes (N, 4)."""
+        """Logit of (N, len(FEATURES)) features (``feature_matrix``), or of
+        (N, len(self.features)) already in this calibration's order."""
         x = np.atleast_2d(np.asarray(x, np.float64))
         if x.ndim != 2 or x.shape[1] not in (len(FEATURES), len(self.features)):
             raise ValueError(f"need features of shape (N, {len(FEATURES)}), got {x.shape}")
-        if x.shape[1] != len(self.features):
+        if x.shape[1] == len(FEATURES):
             x = x[:, [FEATURES.index(f) for f in self.features]]
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         return z @ np.asarray(self.coef, np.float64) + float(self.intercept)
@@ -276,19 +317,20 @@ class Calibration:
         return p
 
     def confidence(self, inliers, putative, spread, other_place=None, same_place=None,
-                   distortion=None) -> np.ndarray:
+                   distortion=None, scale_change=None) -> np.ndarray:
         """Confidence in [0, 1] per candidate (float64 (N,)); the context
-        arguments as in ``feature_matrix``."""
-        return self.score(feature_matrix(inliers, putative, spread, other_place, same_place, distortion), inliers)
+        and model arguments as in ``feature_matrix``."""
+        return self.score(feature_matrix(inliers, putative, spread, other_place, same_place, distortion,
+                                         scale_change), inliers)
 
-    def pair_confidence(self, inliers, putative, spread, distortion=None) -> np.ndarray:
+    def pair_confidence(self, inliers, putative, spread, distortion=None, scale_change=None) -> np.ndarray:
         """Confidence of photo pairs verified alone (``delf match``), with no
         answer around them: the margin and support are those of a typical
         search (their calibration means), neither credit nor penalty. A
         version 3 calibration scores them with its pair model."""
         if self.pair is not None:
-            return self.pair.pair_confidence(inliers, putative, spread, distortion)
-        x = feature_matrix(inliers, putative, spread, distortion=distortion)
+            return self.pair.pair_confidence(inliers, putative, spread, distortion, scale_change)
+        x = feature_matrix(inliers, putative, spread, distortion=distortion, scale_change=scale_change)
         for f in ("log_margin", "log_support"):
             if f in self.features:
                 x[:, FEATURES.index(f)] = self.mean[self.features.index(f)]
@@ -319,7 +361,7 @@ class Calibration:
             pair = cls.from_dict(d["pair"], f"{where} (pair model)")
             if pair.version != 1:
                 raise ValueError(f"{where}: the pair model must be a version 1 calibration")
-        want = FEATURES_V1 if version == 1 else FEATURES
+        want = VERSION_FEATURES[version]
         if tuple(d.get("features", ())) != want:
             raise ValueError(f"{where}: a version {version} calibration lists the features {list(want)}, "
                              f"this one {d.get('features')!r}; refit with `delf calibrate`")
@@ -409,5 +451,6 @@ def _newton(z: np.ndarray, y: np.ndarray, l2: float, iters: int) -> np.ndarray:
     return w
 
 
-__all__ = ["CONTEXT", "FEATURES", "FEATURES_V1", "SUPPORT_MIN_INLIERS", "Calibration", "context", "context_path",
-           "default_path", "distortion", "feature_matrix", "fit_logistic", "graph_context", "graph_model_path"]
+__all__ = ["CONTEXT", "FEATURES", "FEATURES_V1", "FEATURES_V2", "FEATURES_V4", "SUPPORT_MIN_INLIERS", "VERSION_FEATURES",
+           "Calibration", "context", "context_path", "default_path", "distortion", "feature_matrix", "fit_logistic",
+           "graph_context", "graph_model_path", "scale_change", "scale_model_path"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .confidence import Calibration, context, distortion, graph_context
+from .confidence import Calibration, context, distortion, graph_context, scale_change
 from .estimate import RansacConf, Verification, ransac_many
 
 
@@ -59,6 +59,7 @@ class Result:
     other_place: int = 0  # unique inliers of the strongest other result of another place (verify.confidence.context)
     same_place: int = 0  # unique inliers of the strongest other result of the same place
     distortion: float = 0.0  # of the fitted model (verify.confidence.distortion)
+    scale_change: float = 0.0  # of the fitted model (verify.confidence.scale_change)
     verification: Verification | None = None
     label: str | None = None
     query_xy: np.ndarray | None = field(default=None, repr=False)  # putative correspondences (for drawing)
@@ -79,7 +80,7 @@ class Result:
         }
         if self.verified:
             d.update(other_place=int(self.other_place), same_place=int(self.same_place),
-                     distortion=round(float(self.distortion), 4))
+                     distortion=round(float(self.distortion), 4), scale_change=round(float(self.scale_change), 4))
         if self.label is not None:
             d["label"] = self.label
         if self.via is not None:
@@ -238,6 +239,7 @@ def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: 
     other = np.zeros(m, np.int64)
     same = np.zeros(m, np.int64)
     dist = np.zeros(m)
+    scale = np.zeros(m)
     if n_ver:
         if calibration.uses_graph:
             names = list(cands.names[:n_ver])
@@ -248,10 +250,11 @@ def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: 
             o, sp = context(uniq[:n_ver], qpts)
         other[:n_ver], same[:n_ver] = o, sp
         dist[:n_ver] = [distortion(v.model) for v in ver]
+        scale[:n_ver] = [scale_change(v.model) for v in ver]
     conf_v = np.zeros(m)
     if n_ver:
         conf_v[:n_ver] = calibration.confidence(uniq[:n_ver], putative[:n_ver], spread[:n_ver], other[:n_ver],
-                                                same[:n_ver], dist[:n_ver])
+                                                same[:n_ver], dist[:n_ver], scale[:n_ver])
     order = rank_key(inliers, cands.votes, cands.scores)
     if n_ver and calibration.uses_context:
         # No result is more confident than the answer's best: a lower photo above the threshold while the
@@ -262,7 +265,7 @@ def rerank(cands, query_size=None, conf: RerankConf | None = None, calibration: 
         Result(name=cands.names[i], votes=int(cands.votes[i]), score=float(cands.scores[i]), vote_rank=int(i),
                putative=int(putative[i]), inliers=int(inliers[i]), spread=float(spread[i]),
                unique_inliers=int(uniq[i]), other_place=int(other[i]), same_place=int(same[i]),
-               distortion=float(dist[i]), confidence=float(conf_v[i]), verification=ver[i] if i < n_ver else None,
+               distortion=float(dist[i]), scale_change=float(scale[i]), confidence=float(conf_v[i]), verification=ver[i] if i < n_ver else None,
                query_xy=cands.query_xy[offsets[i]:offsets[i + 1]], db_xy=cands.db_xy[offsets[i]:offsets[i + 1]])
         for i in order
     ]
