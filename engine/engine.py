@@ -145,13 +145,14 @@ class Engine:
 
     def _wants_graph(self, graph: bool | None, keep_current: bool = False) -> bool:
         """Whether to search for the match graph: as told; else at a build when diffusion or the calibration
-        reads it, and when adding photos (``keep_current``) when the index has one."""
-        from .graph import graph_path
+        reads it, and when adding photos (``keep_current``) when the index has a current one (a graph file of
+        an older version is left alone: the new photos alone would make a partial graph)."""
+        from .graph import MatchGraph
 
         if graph is not None:
             return bool(graph)
         if keep_current:
-            return os.path.isfile(graph_path(self.index_dir))
+            return MatchGraph.load(self.index_dir) is not None
         return self.settings.calibration.uses_graph or self.conf.diffuse > 0
 
     def _graph(self, items, rebuild: bool = False) -> None:

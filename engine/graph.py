@@ -3,7 +3,7 @@
 Every photo searches the index once when it is indexed (itself left out), as a
 query would; each verified result with at least ``MIN_INLIERS`` unique
 inliers is kept as a directed row (photo, result, unique inliers, putative
-correspondences, spread). Two photos are *one place* when a row between them,
+correspondences, spread, the fitted model's scale change). Two photos are *one place* when a row between them,
 in either direction, is a match under the pair model of the calibration
 (version 3: ``Calibration.pair``). The confidence reads that relation
 (``verify.confidence.graph_context``): a second photo of the same place that
@@ -27,7 +27,8 @@ import numpy as np
 
 GRAPH_FILE = "match-graph.npz"
 FORMAT = "delf-match-graph"
-VERSION = 1
+# Version 2 added each row's scale change (what a version 4 pair model reads); a version 1 file is not read.
+VERSION = 2
 # Rows weaker than this cannot be a match under any pair model (min_inliers of the calibrations).
 MIN_INLIERS = 5
 
@@ -46,9 +47,10 @@ def index_id(index_dir) -> str:
 class MatchGraph:
     """Rows of the match graph: ``searched`` photo names (each searched the
     index once), and per row the source, the result, its unique inliers,
-    putative correspondences and spread."""
+    putative correspondences, spread and scale change (None: 0 for every row)."""
 
-    def __init__(self, index_id: str = "", searched=(), src=(), dst=(), inliers=(), putative=(), spread=()):
+    def __init__(self, index_id: str = "", searched=(), src=(), dst=(), inliers=(), putative=(), spread=(),
+                 scale=None):
         self.index_id = str(index_id)
         self.searched = set(searched)
         self.src = [str(s) for s in src]
@@ -56,8 +58,11 @@ class MatchGraph:
         self.inliers = np.asarray(inliers, np.int64).reshape(-1)
         self.putative = np.asarray(putative, np.int64).reshape(-1)
         self.spread = np.asarray(spread, np.float64).reshape(-1)
-        if not (len(self.src) == len(self.dst) == len(self.inliers) == len(self.putative) == len(self.spread)):
-            raise ValueError("match graph rows must have one source, result, inliers, putative and spread each")
+        self.scale = (np.zeros(len(self.spread)) if scale is None else np.asarray(scale, np.float64).reshape(-1))
+        if not (len(self.src) == len(self.dst) == len(self.inliers) == len(self.putative) == len(self.spread)
+                == len(self.scale)):
+            raise ValueError("match graph rows must have one source, result, inliers, putative, spread and "
+                             "scale change each")
         self._links: dict = {}
         self._weights: dict = {}
         self._live: dict = {}  # live_weights' one cached state
@@ -67,8 +72,9 @@ class MatchGraph:
 
     # ------------------------------------------------------------ reading
     def links(self, pair) -> dict:
-        """{photo: set of photos it is one place with} under ``pair`` (a version 1 calibration: a row is a
-        link when its pair confidence reaches the pair model's threshold)."""
+        """{photo: set of photos it is one place with} under ``pair`` (a calibration that scores pairs on
+        their own, version 1 or 4: a row is a link when its pair confidence reaches the pair model's
+        threshold)."""
         key = _pair_key(pair)
         got = self._links.get(key)
         if got is None:
@@ -84,7 +90,7 @@ class MatchGraph:
         if got is None:
             got = {}
             if len(self):
-                conf = pair.confidence(self.inliers, self.putative, self.spread)
+                conf = pair.confidence(self.inliers, self.putative, self.spread, scale_change=self.scale)
                 for i in np.flatnonzero(conf >= pair.threshold):
                     a, b, w = self.src[i], self.dst[i], int(self.inliers[i])
                     if a != b:
@@ -100,21 +106,23 @@ class MatchGraph:
 
     # ------------------------------------------------------------ changing
     def replace(self, rows: dict) -> "MatchGraph":
-        """A graph where the photos in ``rows`` ({name: [(result, inliers, putative, spread), ...]}) were
-        searched again: every old row that touches one of them is dropped."""
+        """A graph where the photos in ``rows`` ({name: [(result, inliers, putative, spread, scale change),
+        ...]}) were searched again: every old row that touches one of them is dropped."""
         new = set(rows)
         keep = [i for i in range(len(self)) if self.src[i] not in new and self.dst[i] not in new]
         src = [self.src[i] for i in keep]
         dst = [self.dst[i] for i in keep]
         inl, put, spr = list(self.inliers[keep]), list(self.putative[keep]), list(self.spread[keep])
+        sca = list(self.scale[keep])
         for name in sorted(rows):
-            for r, u, p, s in rows[name]:
+            for r, u, p, s, c in rows[name]:
                 src.append(name)
                 dst.append(r)
                 inl.append(int(u))
                 put.append(int(p))
                 spr.append(float(s))
-        return MatchGraph(self.index_id, (self.searched - new) | new, src, dst, inl, put, spr)
+                sca.append(float(c))
+        return MatchGraph(self.index_id, (self.searched - new) | new, src, dst, inl, put, spr, sca)
 
     # ------------------------------------------------------------ files
     def save(self, index_dir) -> None:
@@ -123,12 +131,14 @@ class MatchGraph:
         buf = io.BytesIO()
         np.savez(buf, format=FORMAT, version=VERSION, index_id=self.index_id,
                  searched=np.asarray(sorted(self.searched), str), src=np.asarray(self.src, str),
-                 dst=np.asarray(self.dst, str), inliers=self.inliers, putative=self.putative, spread=self.spread)
+                 dst=np.asarray(self.dst, str), inliers=self.inliers, putative=self.putative, spread=self.spread,
+                 scale=self.scale)
         atomic_write_bytes(graph_path(index_dir), buf.getvalue())
 
     @classmethod
     def load(cls, index_dir) -> "MatchGraph | None":
-        """The index's graph; None when there is none, it is of another build of the index, or unreadable."""
+        """The index's graph; None when there is none, it is of another build of the index or an older
+        version, or unreadable."""
         path = graph_path(index_dir)
         if not os.path.isfile(path):
             return None
@@ -137,7 +147,7 @@ class MatchGraph:
                 if str(z["format"]) != FORMAT or int(z["version"]) != VERSION:
                     return None
                 g = cls(str(z["index_id"]), z["searched"].tolist(), z["src"].tolist(), z["dst"].tolist(),
-                        z["inliers"], z["putative"], z["spread"])
+                        z["inliers"], z["putative"], z["spread"], z["scale"])
         except (OSError, KeyError, ValueError, EOFError):
             return None
         return g if g.index_id == index_id(index_dir) else None
@@ -163,6 +173,13 @@ class BoundGraph:
                 if j is not None:
                     out[i, j] = out[j, i] = True
         return out
+
+
+def stale(index_dir) -> bool:
+    """Whether the index has a match-graph file that cannot be read as its current graph (an older version
+    of the file, another build of the index, or damaged): adding photos must not start a partial graph
+    over it; ``delf index build`` makes a new one."""
+    return os.path.isfile(graph_path(index_dir)) and MatchGraph.load(index_dir) is None
 
 
 def missing(index_dir, photos) -> list:
@@ -222,4 +239,4 @@ def rows_for(index) -> "MatchGraph | None":
 
 
 __all__ = ["GRAPH_FILE", "BoundGraph", "MatchGraph", "graph_for", "graph_path", "index_id", "live_weights", "missing",
-           "rows_for"]
+           "rows_for", "stale"]

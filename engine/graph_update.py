@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
-from .graph import MIN_INLIERS, MatchGraph, index_id
+from .graph import MIN_INLIERS, MatchGraph, graph_path, index_id, stale
 
 
 def graph_rows(answer) -> list:
     """The rows a photo's answer contributes: its verified results with at least MIN_INLIERS unique inliers."""
-    return [(r.name, int(r.unique_inliers), int(r.putative), float(r.spread)) for r in answer.results
-            if r.verified and r.unique_inliers >= MIN_INLIERS]
+    return [(r.name, int(r.unique_inliers), int(r.putative), float(r.spread), float(r.scale_change))
+            for r in answer.results if r.verified and r.unique_inliers >= MIN_INLIERS]
 
 
 def update_graph(index, items, settings=None, progress: bool = False, rebuild: bool = False) -> MatchGraph:
@@ -23,10 +23,13 @@ def update_graph(index, items, settings=None, progress: bool = False, rebuild: b
     from .searching import SearchSettings, answer_query
 
     index_dir = index.path
+    if not rebuild and stale(index_dir):
+        raise ValueError(f"{graph_path(index_dir)}: a match graph of an older version or of another build of the "
+                         f"index; build a new one (`delf index build`, or Engine.build) rather than add to it")
     old = None if rebuild else MatchGraph.load(index_dir)
     graph = old if old is not None else MatchGraph(index_id(index_dir))
     s = (settings or SearchSettings()).resolved()
-    # The rows hold inliers and spread only: the pair model scores them, and no graph is read while searching.
+    # The rows hold what the pair model scores, and no graph is read while searching.
     s = SearchSettings(s.search, s.rerank, s.calibration.pair_model, s.calibration.pair_model.threshold)
     rows = {}  # photos are read one at a time (``items`` may be a generator over a features file)
     for name, feats in tqdm(items, desc="match graph", unit="photo", disable=None if progress else True):

@@ -101,8 +101,9 @@ def database_index(features: str, work: str, log=_log_default, kind: str = "pq",
 
 
 def database_graph(idx: str, features: str, log=_log_default) -> None:
-    """The index's match graph (engine.graph), completed for the photos that have not searched it yet."""
-    from engine.graph import missing
+    """The index's match graph (engine.graph), completed for the photos that have not searched it yet (a
+    graph file of an older version is made anew)."""
+    from engine.graph import missing, stale
     from engine.graph_update import update_graph_from_features
     from index import Index
 
@@ -111,7 +112,7 @@ def database_graph(idx: str, features: str, log=_log_default) -> None:
     if todo:
         log(f"match graph: {len(todo)} database photos search the index (once per index)")
         t0 = time.perf_counter()
-        update_graph_from_features(idx, [features], todo)
+        update_graph_from_features(idx, [features], todo, rebuild=stale(idx))
         log(f"match graph built in {time.perf_counter() - t0:.0f} s")
 
 

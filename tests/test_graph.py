@@ -76,6 +76,11 @@ def test_the_graph_links_photos_of_one_place_and_stays_current(tmp_path, small_e
         links = g.links(engine.settings.calibration.pair_model)
         assert links["lund_01.jpg"] == {"lund_04.jpg"} and links["lund_04.jpg"] == {"lund_01.jpg"}
         assert not any(n.startswith("ukbench") and any(m.startswith("lund") for m in ms) for n, ms in links.items())
+        # Each row keeps the fitted model's scale change (what a version 4 pair model reads), as the search had it.
+        row = [i for i in range(len(g)) if (g.src[i], g.dst[i]) == ("lund_01.jpg", "lund_04.jpg")]
+        ans = engine.search(lund_feats["lund_01.jpg"], expand=0, diffuse=0, exclude=["lund_01.jpg"])
+        hit = next(r for r in ans.results if r.name == "lund_04.jpg")
+        assert len(row) == 1 and g.scale[row[0]] == pytest.approx(hit.scale_change) and hit.scale_change < 1
         # Adding a photo searches the index with it: its links appear, the old rows stay.
         engine.add([lund_feats["lund_06.jpg"]])
         g2 = MatchGraph.load(engine.index_dir)
@@ -94,8 +99,26 @@ def test_the_graph_links_photos_of_one_place_and_stays_current(tmp_path, small_e
 
         compact_index(engine.index_dir)
         assert MatchGraph.load(engine.index_dir).searched == g2.searched
-    # A damaged graph file is not read (the search goes on without it), and the next add writes a new one.
-    (tmp_path / "idx" / GRAPH_FILE).write_bytes(b"not a graph")
+    # A graph file of the older version (rows without their scale change) is not read, and adding photos
+    # leaves it alone rather than start a partial graph; only a build makes a new one.
+    import numpy as np
+
+    from engine.graph import stale
+    from engine.graph_update import update_graph
+
+    path = tmp_path / "idx" / GRAPH_FILE
+    with np.load(path) as z:
+        old = {k: z[k] for k in z.files if k != "scale"}
+    np.savez(path, **{**old, "version": 1})
+    before = path.read_bytes()
+    with Engine.open(tmp_path / "idx", extractor=small_extractor) as engine:
+        assert MatchGraph.load(engine.index_dir) is None and stale(engine.index_dir)
+        engine.add([lund_feats["lund_06.jpg"]])
+        assert path.read_bytes() == before
+        with pytest.raises(ValueError, match="older version"):
+            update_graph(engine.index, [("lund_06.jpg", lund_feats["lund_06.jpg"])])
+    # A damaged graph file is not read either (the search goes on without it).
+    path.write_bytes(b"not a graph")
     with Engine.open(tmp_path / "idx", extractor=small_extractor) as engine:
         assert MatchGraph.load(engine.index_dir) is None
         ans = engine.search(lund_feats["lund_01.jpg"], expand=0, exclude=["lund_01.jpg"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 def register(sub) -> None:
@@ -143,13 +144,16 @@ def _graph(index, features, names, rebuild: bool = False) -> None:
 def run_add(args) -> int:
     from index import add_to_index
 
-    from engine.graph import graph_path
+    from engine.graph import graph_path, stale
     from index import Index
 
     with Index(args.index) as index:
         before = set(index.photos())
     print(format_info(add_to_index(args.index, args.features, _conf(args), skip_existing=args.skip_existing)))
-    if not args.no_graph and os.path.isfile(graph_path(args.index)):
+    if not args.no_graph and stale(args.index):
+        print(f"{graph_path(args.index)}: match graph of an older version, not updated; "
+              f"`delf index build` makes a new one", file=sys.stderr)
+    elif not args.no_graph and os.path.isfile(graph_path(args.index)):
         with Index(args.index) as index:
             added = set(index.photos()) - before
         if added:
