@@ -289,9 +289,7 @@ def fit(data: CalibrationData, min_inliers: int = 5, l2: float | None = None, fi
     USE_V3. Version 4 is fitted like version 1, over USE_V4, with the best
     result of each not-a-match search added as a non-matching example.
     Returns the calibration and a report."""
-    if version not in VERSION_FEATURES:
-        raise ValueError(f"calibration version must be one of {', '.join(map(str, VERSION_FEATURES))}, "
-                         f"got {version!r}")
+    _check_version(version)
     if version == 3:
         if pair is None:
             pair, _ = fit(data, min_inliers=min_inliers, fitted_on=fitted_on,
@@ -350,6 +348,12 @@ def fit(data: CalibrationData, min_inliers: int = 5, l2: float | None = None, fi
     report["max_negative_confidence"] = round(neg_max, 4)
     report["max_false_accept_rate"] = max_false_accept_rate
     return cal, report
+
+
+def _check_version(version) -> None:
+    if version not in VERSION_FEATURES:
+        raise ValueError(f"calibration version must be one of {', '.join(map(str, VERSION_FEATURES))}, "
+                         f"got {version!r}")
 
 
 def decisive(data: CalibrationData, min_inliers: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -521,6 +525,7 @@ def calibrate(photos: list, out: str, work: str, extractor_conf=None, candidates
 
     from .searching import SearchSettings
 
+    _check_version(version)  # before minutes of searching
     if len({p.name for p in photos}) != len(photos):
         raise ValueError("two labelled photos share a name; give distinct folders")
     os.makedirs(work, exist_ok=True)
@@ -535,9 +540,6 @@ def calibrate(photos: list, out: str, work: str, extractor_conf=None, candidates
     data = collect(photos, feats, work, settings, progress=progress)
     fitted_on = {"photos": len(photos), "labels": len({p.label for p in photos}), "sources": list(sources),
                  "candidates": candidates, "command": command}
-    if version not in VERSION_FEATURES:
-        raise ValueError(f"calibration version must be one of {', '.join(map(str, VERSION_FEATURES))}, "
-                         f"got {version!r}")
     cal, rep = fit(data, min_inliers=min_inliers, fitted_on=fitted_on, threshold=threshold,
                    max_false_accept_rate=max_false_accept_rate, version=version)
     if data.query_labels is not None and len(set(data.query_labels)) >= CV_FOLDS and threshold is None:

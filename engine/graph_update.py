@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .graph import MIN_INLIERS, MatchGraph, graph_path, index_id, stale
+from .graph import MIN_INLIERS, MatchGraph, graph_path, index_id
 
 
 def graph_rows(answer) -> list:
@@ -23,10 +23,10 @@ def update_graph(index, items, settings=None, progress: bool = False, rebuild: b
     from .searching import SearchSettings, answer_query
 
     index_dir = index.path
-    if not rebuild and stale(index_dir):
+    old = None if rebuild else MatchGraph.load(index_dir)
+    if old is None and not rebuild and os.path.isfile(graph_path(index_dir)):
         raise ValueError(f"{graph_path(index_dir)}: a match graph of an older version or of another build of the "
                          f"index; build a new one (`delf index build`, or Engine.build) rather than add to it")
-    old = None if rebuild else MatchGraph.load(index_dir)
     graph = old if old is not None else MatchGraph(index_id(index_dir))
     s = (settings or SearchSettings()).resolved()
     # The rows hold what the pair model scores, and no graph is read while searching.
