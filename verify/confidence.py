@@ -69,9 +69,9 @@ NONNEGATIVE = ("log_inliers", "spread", "inlier_ratio", "log_margin", "log_suppo
 NONPOSITIVE = ("distortion", "scale_change")
 FORMAT = "delf-confidence"
 VERSION = 4
-VERSIONS = (1, 2, 3, 4)
 # The features each version's file lists.
 VERSION_FEATURES = {1: FEATURES_V1, 2: FEATURES_V2, 3: FEATURES_V2, 4: FEATURES_V4}
+VERSIONS = tuple(VERSION_FEATURES)
 # Version 3: a second photo of the same place lends support only with at least this many unique inliers
 # (chosen with cross-validation over places on non-Oxford photos, docs/results.md#confidence-version-3).
 SUPPORT_MIN_INLIERS = 20
@@ -254,7 +254,7 @@ class Calibration:
         n = len(self.features)
         if tuple(self.features) not in VERSION_FEATURES.values():
             raise ValueError(f"calibration features {list(self.features)} are none of the lists this engine reads "
-                             f"({'; '.join(', '.join(f) for f in (FEATURES_V1, FEATURES_V2, FEATURES_V4))}); "
+                             f"({'; '.join(sorted({', '.join(f) for f in VERSION_FEATURES.values()}))}); "
                              f"refit with `delf calibrate`")
         for name in ("coef", "mean", "scale"):
             v = getattr(self, name)
